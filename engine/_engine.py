@@ -398,14 +398,14 @@ class Engine:
                     OrderFilled(
                         seq, ts, symbol, maker_id, maker_user, maker.client_order_id,
                         maker.side, trade_id, trade_price, fill, maker_fee, _MAKER,
-                        maker_filled, maker_left, maker_status,
+                        maker_filled, maker_left, maker_status, trade_price,
                     )
                 )
                 append(
                     OrderFilled(
                         seq, ts, symbol, taker_id, user, taker_cid, taker_side, trade_id,
                         trade_price, fill, taker_fee, _TAKER, filled, remaining,
-                        _PARTIAL if remaining else _FILLED,
+                        _PARTIAL if remaining else _FILLED, price,
                     )
                 )
                 if not maker_left:

@@ -139,6 +139,7 @@ class OrderFilled(msgspec.Struct, frozen=True, gc=False):
     filled: int
     remaining: int
     status: OrderStatus
+    order_price: int | None  # the order's own limit price; None for a market order
 
 
 class OrderCancelled(msgspec.Struct, frozen=True, gc=False):

@@ -1,1 +1,41 @@
-"""The trio I/O shell around the engine (populated by the gateway issue)."""
+"""The trio I/O shell around the engine: REST order entry and WebSocket streams.
+
+:func:`serve` runs everything in the caller's nursery; ``trade-engine serve``
+is a thin command line over it. The modules behind this surface are private:
+
+* ``_config``: the typed configuration and its loaders.
+* ``_runtime``: the engine task (the one owner of the engine).
+* ``_hub``: subscriptions and the per-stream fan-out tasks.
+* ``_ws``: WebSocket listener and connections (reader, writer, heartbeat).
+* ``_rest``: the REST API.
+* ``_protocol``, ``_messages``: pure protocol and encoding, no I/O.
+* ``_auth``, ``_stats``, ``_server``, ``_cli``.
+"""
+
+from gateway._auth import TokenVerifier as TokenVerifier
+from gateway._auth import issue_token as issue_token
+from gateway._config import AuthSettings as AuthSettings
+from gateway._config import Config as Config
+from gateway._config import ConfigError as ConfigError
+from gateway._config import EngineSettings as EngineSettings
+from gateway._config import WebSocketSettings as WebSocketSettings
+from gateway._config import load_config as load_config
+from gateway._runtime import Busy as Busy
+from gateway._server import Endpoints as Endpoints
+from gateway._server import Gateway as Gateway
+from gateway._server import serve as serve
+
+__all__ = [
+    "AuthSettings",
+    "Busy",
+    "Config",
+    "ConfigError",
+    "Endpoints",
+    "EngineSettings",
+    "Gateway",
+    "TokenVerifier",
+    "WebSocketSettings",
+    "issue_token",
+    "load_config",
+    "serve",
+]

@@ -1,0 +1,98 @@
+"""``trade-engine``: a thin command line over :func:`gateway.serve`.
+
+Commands: ``serve`` runs the gateway until SIGINT or SIGTERM, then shuts it
+down gracefully; ``token`` prints a JWT for a user, signed with the same
+secret ``serve`` uses (created in the data directory on first use).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from gateway._auth import issue_token, load_or_create_secret
+from gateway._config import Config, ConfigError, load_config
+from gateway._server import serve
+
+
+def _config(args: argparse.Namespace) -> Config:
+    overrides: dict[str, Any] = {"data_dir": args.data_dir}
+    for name in ("host", "rest_port", "ws_port"):
+        overrides[name] = getattr(args, name, None)
+    return load_config(args.config, overrides=overrides)
+
+
+async def _serve(config: Config) -> None:
+    async with trio.open_nursery() as nursery:
+        gateway = await nursery.start(serve, config)
+        endpoints = gateway.endpoints
+        print(f"trade-engine: REST on {endpoints.rest_url}/api/v1, "
+              f"WebSocket on {endpoints.ws_url}/ws", flush=True)
+        print(f"trade-engine: data in {config.data_dir}; "
+              "get a token with: trade-engine token --user alice", flush=True)
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async for signum in signals:
+                print(f"trade-engine: {signal.Signals(signum).name}, shutting down", flush=True)
+                gateway.shutdown()
+                break
+
+
+def _token(args: argparse.Namespace) -> int:
+    config = _config(args)
+    if config.auth.jwt_public_key_file is not None:
+        print("trade-engine: tokens are verified with an RS256 public key; "
+              "sign them with the matching private key", file=sys.stderr)
+        return 2
+    secret = config.auth.jwt_secret or load_or_create_secret(config.data_dir)
+    ttl = config.auth.token_ttl if args.ttl is None else args.ttl
+    print(issue_token(secret, args.user, ttl=ttl, issuer=config.auth.issuer,
+                      audience=config.auth.audience))
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="trade-engine", description="A matching engine with real-time WebSocket streams.")
+    parser.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    def common(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument("--config", type=Path, help="TOML configuration file")
+        sub.add_argument("--data-dir", type=Path, help="data directory (secret, journal)")
+
+    run = commands.add_parser("serve", help="run the REST and WebSocket gateway")
+    common(run)
+    run.add_argument("--host", help="address to bind (default 127.0.0.1)")
+    run.add_argument("--rest-port", type=int, help="REST port (default 8080; 0 picks one)")
+    run.add_argument("--ws-port", type=int, help="WebSocket port (default 8081; 0 picks one)")
+
+    token = commands.add_parser("token", help="print a JWT for a user")
+    common(token)
+    token.add_argument("--user", required=True, help="the user id (the token's sub)")
+    token.add_argument("--ttl", type=float, help="validity in seconds (default: config)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        if args.command == "token":
+            return _token(args)
+        trio.run(_serve, _config(args))
+    except ConfigError as exc:
+        print(f"trade-engine: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

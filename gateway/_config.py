@@ -1,0 +1,211 @@
+"""Configuration: one frozen, typed object, loaded from TOML, environment and flags.
+
+Rules of this module:
+
+* Precedence, lowest first: built-in defaults, the TOML file, environment
+  variables (``TRADE_ENGINE_REST_PORT``, ``TRADE_ENGINE_WEBSOCKET__PING_INTERVAL``:
+  a double underscore steps into a table), then command-line flags.
+* Unknown keys are errors, and every error names the offending key, so a typo
+  fails at start-up instead of being silently ignored.
+* Durations are seconds (floats), sizes are bytes or counts; the unit is in
+  each field's docstring and in ``docs/configuration.md``.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import attrs
+import cattrs
+
+from engine import DEFAULT_MARKETS, MarketSpec
+
+ENV_PREFIX = "TRADE_ENGINE_"
+
+
+class ConfigError(ValueError):
+    """The configuration is invalid; the message names the key."""
+
+
+def default_data_dir() -> Path:
+    """``$XDG_DATA_HOME/trade-engine``, else ``~/.local/share/trade-engine``."""
+    base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+    return Path(base) / "trade-engine"
+
+
+def _positive(_instance: object, attribute: attrs.Attribute[Any], value: float) -> None:
+    if value <= 0:
+        raise ValueError(f"{attribute.name} must be positive, got {value}")
+
+
+def _port(_instance: object, attribute: attrs.Attribute[int], value: int) -> None:
+    if not 0 <= value <= 65535:
+        raise ValueError(f"{attribute.name} must be a TCP port (0-65535), got {value}")
+
+
+@attrs.frozen(kw_only=True)
+class WebSocketSettings:
+    read_timeout: float = attrs.field(default=60.0, validator=_positive)
+    """Seconds without any frame from the client before the connection is closed."""
+    write_timeout: float = attrs.field(default=10.0, validator=_positive)
+    """Seconds one send may take before the client counts as stalled and is closed."""
+    ping_interval: float = attrs.field(default=20.0, validator=_positive)
+    """Seconds between server pings."""
+    pong_timeout: float = attrs.field(default=20.0, validator=_positive)
+    """Seconds to wait for the pong before closing with code 4009."""
+    handshake_timeout: float = attrs.field(default=10.0, validator=_positive)
+    """Seconds a client may take to complete the opening handshake."""
+    max_message_size: int = attrs.field(default=64 * 1024, validator=_positive)
+    """Largest client message, in bytes (after reassembly); larger closes with 1009."""
+    send_queue_size: int = attrs.field(default=4096, validator=_positive)
+    """Messages queued for one client; when full, the client is closed with 4008."""
+    max_subscriptions: int = attrs.field(default=64, validator=_positive)
+    """Subscriptions one connection may hold."""
+    depth_levels: int = attrs.field(default=10, validator=_positive)
+    """Levels per side in the depth stream's snapshot and checksum."""
+
+
+@attrs.frozen(kw_only=True)
+class AuthSettings:
+    jwt_secret: str | None = None
+    """HS256 secret. When unset (and no public key), the secret lives in
+    ``<data_dir>/jwt-secret``, created on first start."""
+    jwt_public_key_file: Path | None = attrs.field(
+        default=None, converter=attrs.converters.optional(Path))
+    """PEM public key: tokens are then verified with RS256 instead of HS256."""
+    token_ttl: float = attrs.field(default=24 * 3600.0, validator=_positive)
+    """Seconds a token from ``trade-engine token`` stays valid."""
+    issuer: str | None = None
+    audience: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class EngineSettings:
+    command_queue_size: int = attrs.field(default=10_000, validator=_positive)
+    """Commands waiting for the engine; when full, REST answers 503 ``busy``."""
+    order_history: int = attrs.field(default=100_000, validator=_positive)
+    trade_history: int = attrs.field(default=1_000, validator=_positive)
+    fanout_queue_size: int = attrs.field(default=10_000, validator=_positive)
+    """Event batches waiting for each fan-out task; when full, the engine waits."""
+
+
+@attrs.frozen(kw_only=True)
+class Config:
+    host: str = "127.0.0.1"
+    rest_port: int = attrs.field(default=8080, validator=_port)
+    ws_port: int = attrs.field(default=8081, validator=_port)
+    data_dir: Path = attrs.field(factory=default_data_dir, converter=Path)
+    markets: tuple[MarketSpec, ...] = DEFAULT_MARKETS
+    public_trade_user_ids: bool = False
+    """Publish ``buyer_id``/``seller_id`` on the public trades stream (off: exchanges never do)."""
+    max_request_body: int = attrs.field(default=64 * 1024, validator=_positive)
+    """Largest REST request body in bytes; larger gets 413."""
+    shutdown_grace_period: float = attrs.field(default=5.0, validator=_positive)
+    """Seconds between the shutdown signal and the hard cancel of everything."""
+    websocket: WebSocketSettings = attrs.field(factory=WebSocketSettings)
+    auth: AuthSettings = attrs.field(factory=AuthSettings)
+    engine: EngineSettings = attrs.field(factory=EngineSettings)
+
+
+def _converter() -> cattrs.Converter:
+    converter = cattrs.Converter(forbid_extra_keys=True)
+
+    def structure_market(value: Any, _type: type) -> MarketSpec:
+        if not isinstance(value, Mapping):
+            raise ValueError("a market must be a table")
+        fields = {a.name for a in attrs.fields(MarketSpec)}
+        extra = set(value) - fields
+        if extra:
+            raise ValueError(f"unknown market keys: {sorted(extra)}")
+        fields_as_given: dict[str, Any] = {
+            k: v if k == "fee_precision" else str(v) for k, v in value.items()
+        }
+        return MarketSpec(**fields_as_given)
+
+    def structure_float(value: Any, _type: type) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            raise ValueError(f"expected a number, got {value!r}")
+        return float(value)
+
+    def structure_int(value: Any, _type: type) -> int:
+        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+            raise ValueError(f"expected an integer, got {value!r}")
+        return int(value)
+
+    def structure_bool(value: Any, _type: type) -> bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "1", "yes", "false", "0", "no"):
+            return value.lower() in ("true", "1", "yes")
+        raise ValueError(f"expected true or false, got {value!r}")
+
+    converter.register_structure_hook(MarketSpec, structure_market)
+    converter.register_structure_hook(float, structure_float)
+    converter.register_structure_hook(int, structure_int)
+    converter.register_structure_hook(bool, structure_bool)
+    converter.register_structure_hook(Path, lambda value, _: Path(value).expanduser())
+    return converter
+
+
+_CONVERTER = _converter()
+
+
+def _describe(exc: BaseException, type_: type | None) -> str:
+    if isinstance(exc, ValueError) and not isinstance(exc, cattrs.BaseValidationError):
+        return str(exc)
+    return cattrs.v.format_exception(exc, type_)
+
+
+def _set_path(tree: dict[str, Any], path: list[str], value: Any) -> None:
+    for key in path[:-1]:
+        node = tree.setdefault(key, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"{'.'.join(path)}: {key} is not a table")
+        tree = node
+    tree[path[-1]] = value
+
+
+def load_config(
+    file: Path | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Config:
+    """Build the configuration from a TOML file, the environment and overrides.
+
+    Args:
+        file: a TOML file; None for defaults only.
+        environ: where to look for ``TRADE_ENGINE_*`` variables (``os.environ``).
+        overrides: dotted keys (``"websocket.ping_interval"``) from flags; None
+            values are ignored.
+
+    Raises:
+        ConfigError: unreadable file, invalid TOML, unknown key or bad value;
+            the message names the key.
+    """
+    tree: dict[str, Any] = {}
+    if file is not None:
+        try:
+            tree = tomllib.loads(file.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {file}: {exc.strerror}") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"invalid TOML in {file}: {exc}") from exc
+    env = os.environ if environ is None else environ
+    for name, value in sorted(env.items()):
+        if name.startswith(ENV_PREFIX):
+            path = name[len(ENV_PREFIX):].lower().split("__")
+            _set_path(tree, path, value)
+    for dotted, value in (overrides or {}).items():
+        if value is not None:
+            _set_path(tree, dotted.split("."), value)
+    try:
+        return _CONVERTER.structure(tree, Config)
+    except Exception as exc:  # cattrs wraps every field error; flatten them to key paths
+        messages = cattrs.transform_error(exc, path="config", format_exception=_describe) \
+            if isinstance(exc, cattrs.BaseValidationError) else [str(exc)]
+        raise ConfigError("invalid configuration: " + "; ".join(messages)) from None

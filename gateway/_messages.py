@@ -1,0 +1,230 @@
+"""Server messages: engine events turned into the seed's JSON shapes, and the depth book.
+
+Rules of this module:
+
+* Pure: no trio, no sockets. Each function maps one engine event (integers)
+  to one message (decimal strings) using the market's :class:`MarketSpec`.
+* Field names follow the seed service (``order_update``, ``trade_executed``,
+  ``orderbook_update``); every stream message also carries ``seq``, added by
+  the fan-out because it belongs to the channel, not to the event.
+* :class:`DepthBook` mirrors one market's L2 book from ``BookLevelChanged``
+  events and reports what changed inside the top ``levels`` window, so a
+  client that keeps only that window stays exact. Its checksum is Kraken's
+  (see ``docs/protocol.md``): CRC32 over the top levels, asks best first then
+  bids best first, each price and quantity with the decimal point and leading
+  zeros removed, concatenated.
+"""
+
+from __future__ import annotations
+
+import zlib
+from bisect import insort
+from datetime import UTC, datetime
+from typing import Any
+
+from engine import (
+    BookLevelChanged,
+    MarketSpec,
+    OrderAccepted,
+    OrderAmended,
+    OrderCancelled,
+    OrderFilled,
+    OrderRejected,
+    OrderStatus,
+    Side,
+    TopOfBookChanged,
+    TradeExecuted,
+)
+
+Message = dict[str, Any]
+
+_STATUS = {
+    OrderStatus.NEW: "OPEN",
+    OrderStatus.PARTIALLY_FILLED: "PARTIALLY_FILLED",
+    OrderStatus.FILLED: "FILLED",
+    OrderStatus.CANCELLED: "CANCELLED",
+}
+
+
+def iso_time(ts: int) -> str:
+    """Nanoseconds since the epoch as ``2025-11-23T10:30:45.234Z`` (UTC, milliseconds)."""
+    moment = datetime.fromtimestamp(ts // 1_000_000 / 1000, tz=UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def order_status(status: OrderStatus) -> str:
+    return _STATUS[status]
+
+
+def _price(spec: MarketSpec, ticks: int | None) -> str | None:
+    return None if ticks is None else spec.format_price(ticks)
+
+
+OrderEvent = OrderAccepted | OrderFilled | OrderCancelled | OrderAmended | OrderRejected
+
+
+def order_update(event: OrderEvent, spec: MarketSpec | None) -> Message:
+    """The private ``order_update`` message for one lifecycle event."""
+    if isinstance(event, OrderRejected):
+        return {
+            "type": "order_update", "action": "rejected", "order_id": event.order_id,
+            "client_order_id": event.client_order_id, "user_id": event.user_id,
+            "symbol": event.symbol, "status": "REJECTED", "command": event.command,
+            "reason": str(event.reason), "timestamp": iso_time(event.ts),
+        }
+    assert spec is not None
+    fmt_qty = spec.format_quantity
+    base: Message = {
+        "type": "order_update", "order_id": event.order_id,
+        "client_order_id": event.client_order_id, "user_id": event.user_id,
+        "symbol": event.symbol, "side": event.side.upper(),
+    }
+    if isinstance(event, OrderAccepted):
+        base.update(
+            action="created", status="OPEN", order_type=str(event.order_type),
+            time_in_force=str(event.time_in_force), price=_price(spec, event.price),
+            quantity=fmt_qty(event.quantity), filled_quantity=fmt_qty(0),
+            remaining_quantity=fmt_qty(event.quantity),
+        )
+    elif isinstance(event, OrderFilled):
+        base.update(
+            action="filled" if event.status is OrderStatus.FILLED else "partially_filled",
+            status=_STATUS[event.status], price=_price(spec, event.order_price),
+            quantity=fmt_qty(event.filled + event.remaining),
+            filled_quantity=fmt_qty(event.filled), remaining_quantity=fmt_qty(event.remaining),
+            trade_id=event.trade_id, fill_price=spec.format_price(event.price),
+            fill_quantity=fmt_qty(event.quantity), fee=spec.format_fee(event.fee),
+            fee_asset=spec.quote, liquidity=str(event.liquidity),
+        )
+    elif isinstance(event, OrderCancelled):
+        base.update(
+            action="cancelled", status="CANCELLED", price=_price(spec, event.price),
+            quantity=fmt_qty(event.quantity), filled_quantity=fmt_qty(event.filled),
+            remaining_quantity=fmt_qty(0), cancelled_quantity=fmt_qty(event.cancelled),
+            reason=str(event.reason),
+        )
+    else:
+        base.update(
+            action="amended", status=_STATUS[event.status], price=_price(spec, event.price),
+            quantity=fmt_qty(event.quantity), filled_quantity=fmt_qty(event.filled),
+            remaining_quantity=fmt_qty(event.remaining), priority_kept=event.priority_kept,
+        )
+    base["timestamp"] = iso_time(event.ts)
+    return base
+
+
+def trade_executed(event: TradeExecuted, spec: MarketSpec, *, with_user_ids: bool) -> Message:
+    """The public ``trade_executed`` message; user ids only when the operator allows."""
+    taker_buys = event.taker_side is Side.BUY
+    message: Message = {
+        "type": "trade_executed", "trade_id": event.trade_id, "symbol": event.symbol,
+        "price": spec.format_price(event.price), "quantity": spec.format_quantity(event.quantity),
+        "taker_side": event.taker_side.upper(),
+        "buyer_fee": spec.format_fee(event.taker_fee if taker_buys else event.maker_fee),
+        "seller_fee": spec.format_fee(event.maker_fee if taker_buys else event.taker_fee),
+        "fee_asset": spec.quote, "executed_at": iso_time(event.ts),
+    }
+    if with_user_ids:
+        message["buyer_id"] = event.taker_user_id if taker_buys else event.maker_user_id
+        message["seller_id"] = event.maker_user_id if taker_buys else event.taker_user_id
+    return message
+
+
+def orderbook_update(event: TopOfBookChanged, spec: MarketSpec) -> Message:
+    """The ``orderbook_update`` (top of book) message; ``null`` for an empty side."""
+    bid, ask = event.bid_price, event.ask_price
+    return {
+        "type": "orderbook_update", "symbol": event.symbol,
+        "best_bid": _price(spec, bid), "best_ask": _price(spec, ask),
+        "bid_quantity": spec.format_quantity(event.bid_quantity),
+        "ask_quantity": spec.format_quantity(event.ask_quantity),
+        "spread": None if bid is None or ask is None else spec.format_price(ask - bid),
+        "timestamp": iso_time(event.ts),
+    }
+
+
+def _checksum_part(text: str) -> str:
+    return text.replace(".", "").lstrip("0")
+
+
+class DepthBook:
+    """One market's L2 book as the depth stream sees it. Owned by the depth fan-out task.
+
+    ``seq`` counts depth messages: it rises by one each time the top
+    ``levels`` window changes, so a snapshot taken at ``seq`` plus the
+    updates numbered after it is always exactly this book's window.
+    """
+
+    def __init__(self, spec: MarketSpec, levels: int) -> None:
+        self.spec = spec
+        self.levels = levels
+        self.seq = 0
+        self._qty: dict[Side, dict[int, int]] = {Side.BUY: {}, Side.SELL: {}}
+        # Sorted so that the best price is last: bids by price, asks by -price.
+        self._keys: dict[Side, list[int]] = {Side.BUY: [], Side.SELL: []}
+
+    def top(self, side: Side, levels: int | None = None) -> list[tuple[int, int]]:
+        """``(price, quantity)`` of the best levels of a side, best first."""
+        count = self.levels if levels is None else levels
+        keys, qty = self._keys[side], self._qty[side]
+        sign = 1 if side is Side.BUY else -1
+        return [(k * sign, qty[k * sign]) for k in reversed(keys[-count:] if count else [])]
+
+    def apply(self, changes: list[BookLevelChanged]) -> Message | None:
+        """Apply one command's level changes; the ``depth_update`` for the window, if it moved.
+
+        The update lists every level of the window whose quantity changed, with
+        ``"0"`` for a level that left the window (removed, or pushed out by a
+        better one), so a client can apply it and truncate to ``levels``.
+        """
+        before = {side: dict(self.top(side)) for side in (Side.BUY, Side.SELL)}
+        for change in changes:
+            self._set(change.side, change.price, change.quantity)
+        diff: dict[Side, list[tuple[int, int]]] = {}
+        for side in (Side.BUY, Side.SELL):
+            after = dict(self.top(side))
+            old = before[side]
+            moved = [(p, q) for p, q in after.items() if old.get(p) != q]
+            moved += [(p, 0) for p in old if p not in after]
+            diff[side] = moved
+        if not diff[Side.BUY] and not diff[Side.SELL]:
+            return None
+        self.seq += 1
+        fmt = self._levels
+        return {
+            "type": "depth_update", "symbol": self.spec.symbol, "seq": self.seq,
+            "bids": fmt(sorted(diff[Side.BUY], reverse=True)),
+            "asks": fmt(sorted(diff[Side.SELL])),
+            "checksum": self.checksum(), "timestamp": iso_time(changes[-1].ts),
+        }
+
+    def snapshot(self) -> Message:
+        return {
+            "type": "depth_snapshot", "symbol": self.spec.symbol, "seq": self.seq,
+            "bids": self._levels(self.top(Side.BUY)), "asks": self._levels(self.top(Side.SELL)),
+            "checksum": self.checksum(),
+        }
+
+    def checksum(self) -> int:
+        spec = self.spec
+        parts = [
+            _checksum_part(spec.format_price(price)) + _checksum_part(spec.format_quantity(qty))
+            for side in (Side.SELL, Side.BUY)
+            for price, qty in self.top(side)
+        ]
+        return zlib.crc32("".join(parts).encode("ascii"))
+
+    def _levels(self, levels: list[tuple[int, int]]) -> list[list[str]]:
+        spec = self.spec
+        return [[spec.format_price(p), spec.format_quantity(q)] for p, q in levels]
+
+    def _set(self, side: Side, price: int, quantity: int) -> None:
+        qty, keys = self._qty[side], self._keys[side]
+        key = price if side is Side.BUY else -price
+        if quantity:
+            if price not in qty:
+                insort(keys, key)
+            qty[price] = quantity
+        elif price in qty:
+            del qty[price]
+            keys.remove(key)

@@ -1,0 +1,153 @@
+"""Wiring: the engine task, the fan-out tasks and both listeners in one nursery.
+
+Rules of this module: :func:`serve` is the whole server as one trio task
+tree. It starts, in order, the fan-out tasks, the engine task, the REST
+listener (hypercorn) and the WebSocket listener (trio-websocket), then reports
+a :class:`Gateway` handle through ``task_status``. It returns when cancelled,
+or after :meth:`Gateway.shutdown` has closed the connections gracefully (at
+most ``shutdown_grace_period`` seconds later).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import attrs
+import trio
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.trio import serve as serve_http
+
+from engine import Command, Engine, Event
+from gateway._auth import TokenVerifier
+from gateway._config import Config
+from gateway._hub import Hub
+from gateway._rest import create_app
+from gateway._runtime import EngineRuntime
+from gateway._stats import Stats
+from gateway._ws import WebSocketGateway
+
+log = logging.getLogger("trade_engine.gateway")
+
+
+@attrs.frozen
+class Endpoints:
+    """Where the gateway listens (ports are the bound ones, also when 0 was asked)."""
+
+    host: str
+    rest_port: int
+    ws_port: int
+
+    @property
+    def rest_url(self) -> str:
+        return f"http://{self._host_in_url}:{self.rest_port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://{self._host_in_url}:{self.ws_port}"
+
+    @property
+    def _host_in_url(self) -> str:
+        return f"[{self.host}]" if ":" in self.host else self.host
+
+
+class Gateway:
+    """A running gateway, as handed out by ``await nursery.start(serve, config)``."""
+
+    def __init__(
+        self, runtime: EngineRuntime, ws: WebSocketGateway, stats: Stats, endpoints: Endpoints
+    ) -> None:
+        self._runtime = runtime
+        self._ws = ws
+        self.stats = stats
+        self.endpoints = endpoints
+        self._stop = trio.Event()
+
+    @property
+    def engine(self) -> Engine:
+        """The engine, for queries only: commands go through :meth:`submit`."""
+        return self._runtime.engine
+
+    async def submit(self, command: Command) -> list[Event]:
+        """Apply a command through the engine task, exactly as REST does.
+
+        Raises:
+            Busy: the command queue is full.
+        """
+        return await self._runtime.submit(command)
+
+    def shutdown(self) -> None:
+        """Begin a graceful shutdown: refuse new connections, close open ones with 1001."""
+        self._stop.set()
+
+
+def _bound_port(binds: list[str]) -> int:
+    return int(binds[0].rsplit(":", 1)[1])
+
+
+async def serve(
+    config: Config, *, task_status: trio.TaskStatus[Gateway] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """Run the trading gateway until cancelled or shut down.
+
+    Use it from any trio program::
+
+        async with trio.open_nursery() as nursery:
+            gateway = await nursery.start(serve, Config(rest_port=0, ws_port=0))
+            print(gateway.endpoints.rest_url)
+
+    Args:
+        config: the configuration; ``load_config`` builds one from a file.
+        task_status: receives the :class:`Gateway` once both listeners accept.
+    """
+    stats = Stats()
+    engine = Engine(
+        config.markets,
+        order_history=config.engine.order_history,
+        trade_history=config.engine.trade_history,
+    )
+    hub = Hub(
+        engine.markets,
+        depth_levels=config.websocket.depth_levels,
+        public_trade_user_ids=config.public_trade_user_ids,
+        queue_size=config.engine.fanout_queue_size,
+        stats=stats,
+    )
+    runtime = EngineRuntime(engine, hub, queue_size=config.engine.command_queue_size, stats=stats)
+    verifier = TokenVerifier.from_settings(config.auth, config.data_dir)
+    ws = WebSocketGateway(
+        hub, settings=config.websocket, verifier=verifier, stats=stats, symbols=engine.markets,
+    )
+    app = create_app(
+        runtime, hub, verifier=verifier, stats=stats, max_request_body=config.max_request_body,
+        public_trade_user_ids=config.public_trade_user_ids,
+        connection_count=lambda: ws.connection_count,
+    )
+    http_config = HypercornConfig()
+    http_config.bind = [f"{config.host}:{config.rest_port}"]
+    http_config.accesslog = None
+    http_config.graceful_timeout = config.shutdown_grace_period
+    http_stopped = trio.Event()
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(hub.run)
+        await nursery.start(runtime.run)
+        binds = await nursery.start(
+            lambda task_status: serve_http(
+                app, http_config, shutdown_trigger=http_stopped.wait,
+                task_status=task_status,
+            )
+        )
+        ws_port = await nursery.start(ws.serve, config.host, config.ws_port)
+        gateway = Gateway(runtime, ws, stats, Endpoints(config.host, _bound_port(binds), ws_port))
+        log.info("REST on %s, WebSocket on %s", gateway.endpoints.rest_url,
+                 gateway.endpoints.ws_url)
+        task_status.started(gateway)
+
+        await gateway._stop.wait()
+        log.info("shutting down (grace period %.1f s)", config.shutdown_grace_period)
+        nursery.cancel_scope.deadline = trio.current_time() + config.shutdown_grace_period
+        ws.shutdown()
+        http_stopped.set()
+        while ws.connection_count:
+            await trio.sleep(0.01)
+        nursery.cancel_scope.cancel()

@@ -1,0 +1,341 @@
+"""The real-time WebSocket listener (trio-websocket) and its connections.
+
+Rules of this module:
+
+* Each connection runs in its own nursery with three tasks: the reader
+  (control messages), the writer (drains the connection's bounded queue) and
+  the heartbeat (ping, then close when no pong comes back in time). When any
+  of them ends the connection, the nursery is cancelled and the connection
+  leaves every channel in ``finally``: cancellation is the only way out.
+* The queue holds pre-encoded messages; when it is full the fan-out asks the
+  connection to close with 4008 (slow consumer) and nobody waits for it.
+* Close codes: 1000 normal, 1001 server shutdown (after a ``shutdown``
+  message), 1009 message too big, 4008 slow consumer, 4009 heartbeat timeout.
+* Nothing a client sends can escape the handler: an exception there would
+  stop trio-websocket's server for everyone.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Collection
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import attrs
+import msgspec
+import trio
+from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest, serve_websocket
+
+from gateway._auth import AuthError, Identity, TokenVerifier
+from gateway._config import WebSocketSettings
+from gateway._hub import SLOW_CONSUMER, Hub
+from gateway._protocol import (
+    ErrorCode,
+    Ping,
+    ProtocolError,
+    Stream,
+    Subscribe,
+    Subscriptions,
+    channel_of,
+    error_reply,
+    normalize_symbol,
+    parse_request,
+    reply,
+)
+from gateway._stats import Stats
+
+log = logging.getLogger("trade_engine.gateway")
+
+NORMAL_CLOSURE = 1000
+GOING_AWAY = 1001
+HEARTBEAT_TIMEOUT = 4009
+# trio-websocket closes with 1009 past this multiple of max_message_size; between
+# the two limits the client gets a ``message_too_large`` error and stays connected.
+_HARD_SIZE_FACTOR = 4
+_CLOSE_TIMEOUT = 2.0
+
+_encode = msgspec.json.Encoder().encode
+
+
+def _json(message: dict[str, Any]) -> str:
+    return _encode(message).decode()
+
+
+class Connection:
+    """One client connection. It alone owns its queue and its subscriptions."""
+
+    def __init__(
+        self,
+        ws: WebSocketConnection,
+        identity: Identity | None,
+        *,
+        hub: Hub,
+        settings: WebSocketSettings,
+        stats: Stats,
+        symbols: Collection[str],
+    ) -> None:
+        self._ws = ws
+        self.user_id = None if identity is None else identity.user_id
+        self._hub = hub
+        self._settings = settings
+        self._stats = stats
+        self._symbols = symbols
+        self._send, self._receive = trio.open_memory_channel[str](settings.send_queue_size)
+        self.subscriptions = Subscriptions(settings.max_subscriptions)
+        self._scope = trio.CancelScope()
+        self._closing: tuple[int, str] | None = None
+        self._farewell: str | None = None
+        self._last_heard = trio.current_time()
+
+    # ---------------------------------------------- called by other tasks
+
+    def offer(self, message: str) -> bool:
+        if self._closing is not None:
+            return True  # on its way out: nothing more is delivered
+        try:
+            self._send.send_nowait(message)
+        except trio.WouldBlock:
+            return False
+        return True
+
+    def close_soon(self, code: int, reason: str, farewell: str | None = None) -> None:
+        if self._closing is not None:
+            return
+        self._closing = (code, reason)
+        self._farewell = farewell
+        if code == SLOW_CONSUMER:
+            self._stats.slow_consumer_disconnects += 1
+        self._scope.cancel()
+
+    # --------------------------------------------------------- lifetime
+
+    async def run(self, auto_subscribe: list[tuple[Stream, str | None]]) -> None:
+        """Serve the client until it leaves, misbehaves, or the server shuts down."""
+        try:
+            with self._scope:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._reader)
+                    nursery.start_soon(self._writer)
+                    nursery.start_soon(self._heartbeat)
+                    for stream, symbol in auto_subscribe:
+                        self._subscribe(stream, symbol, None)
+        finally:
+            for channel in self.subscriptions:
+                self._hub.unsubscribe(self, channel)
+            await self._close()
+
+    async def _close(self) -> None:
+        code, reason = self._closing or (NORMAL_CLOSURE, "")
+        with trio.move_on_after(_CLOSE_TIMEOUT) as scope:
+            scope.shield = True
+            try:
+                if self._farewell is not None:
+                    await self._ws.send_message(self._farewell)
+                await self._ws.aclose(code, reason)
+            except ConnectionClosed:
+                pass
+
+    async def _reader(self) -> None:
+        limit = self._settings.max_message_size
+        while True:
+            try:
+                message = await self._ws.get_message()
+            except ConnectionClosed:
+                self._scope.cancel()
+                return
+            self._last_heard = trio.current_time()
+            if len(message) > limit:
+                self._refuse(ProtocolError(
+                    ErrorCode.MESSAGE_TOO_LARGE, f"messages are limited to {limit} bytes"))
+                continue
+            self._handle(message)
+
+    def _handle(self, message: str | bytes) -> None:
+        try:
+            request = parse_request(message, symbols=self._symbols)
+            if isinstance(request, Ping):
+                self.offer(_json(reply("pong", request.request_id)))
+            elif isinstance(request, Subscribe):
+                self._subscribe(request.stream, request.symbol, request.request_id)
+            else:
+                channel = channel_of(request.stream, request.symbol, self.user_id,
+                                     request.request_id)
+                self.subscriptions.remove(channel, request.request_id)
+                self._hub.unsubscribe(self, channel)
+                answer = reply("unsubscribed", request.request_id, stream=str(request.stream))
+                if request.stream is not Stream.ORDERS:
+                    answer["symbol"] = request.symbol
+                self.offer(_json(answer))
+        except ProtocolError as error:
+            self._refuse(error)
+
+    def _subscribe(self, stream: Stream, symbol: str | None, request_id: Any) -> None:
+        channel = channel_of(stream, symbol, self.user_id, request_id)
+        self.subscriptions.add(channel, request_id)
+        self._hub.subscribe(self, channel, request_id)
+
+    def _refuse(self, error: ProtocolError) -> None:
+        self._stats.protocol_errors += 1
+        self.offer(_json(error_reply(error)))
+
+    async def _writer(self) -> None:
+        timeout = self._settings.write_timeout
+        async with self._receive:
+            async for message in self._receive:
+                with trio.move_on_after(timeout) as scope:
+                    try:
+                        await self._ws.send_message(message)
+                    except ConnectionClosed:
+                        self._scope.cancel()
+                        return
+                if scope.cancelled_caught:
+                    self.close_soon(SLOW_CONSUMER, "write timeout")
+                    return
+
+    async def _heartbeat(self) -> None:
+        settings = self._settings
+        while True:
+            await trio.sleep(settings.ping_interval)
+            if trio.current_time() - self._last_heard > settings.read_timeout:
+                self._stats.heartbeat_timeouts += 1
+                self.close_soon(HEARTBEAT_TIMEOUT, "read timeout")
+                return
+            with trio.move_on_after(settings.pong_timeout) as scope:
+                try:
+                    await self._ws.ping()
+                except ConnectionClosed:
+                    self._scope.cancel()
+                    return
+            if scope.cancelled_caught:
+                self._stats.heartbeat_timeouts += 1
+                self.close_soon(HEARTBEAT_TIMEOUT, "no pong")
+                return
+            self._last_heard = trio.current_time()
+
+
+@attrs.frozen
+class _Refusal:
+    status: int
+    code: str
+    message: str
+
+
+class WebSocketGateway:
+    """Routes upgrade requests to connections and keeps the set of live ones.
+
+    Endpoints: ``/ws`` (subscribe by message), ``/ws/orders`` (your orders; a
+    token is required), ``/ws/trades[?symbol=]`` and ``/ws/markets/{symbol}``
+    (top of book; ``BTC/USDT``, ``BTC-USDT`` or ``BTC%2FUSDT``). A token, when
+    given, goes in ``?token=``.
+    """
+
+    def __init__(
+        self,
+        hub: Hub,
+        *,
+        settings: WebSocketSettings,
+        verifier: TokenVerifier,
+        stats: Stats,
+        symbols: Collection[str],
+    ) -> None:
+        self._hub = hub
+        self._settings = settings
+        self._verifier = verifier
+        self._stats = stats
+        self._symbols = frozenset(symbols)
+        self._connections: set[Connection] = set()
+        self._accepting = True
+
+    async def serve(
+        self, host: str, port: int, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Listen until cancelled; ``task_status.started`` gets the bound port."""
+        async with trio.open_nursery() as nursery:
+            server = await nursery.start(
+                lambda task_status: serve_websocket(
+                    self._handle, host, port, None,
+                    max_message_size=self._settings.max_message_size * _HARD_SIZE_FACTOR,
+                    connect_timeout=self._settings.handshake_timeout,
+                    disconnect_timeout=_CLOSE_TIMEOUT,
+                    task_status=task_status,
+                )
+            )
+            task_status.started(server.port)
+
+    def shutdown(self) -> None:
+        """Refuse new connections; close open ones with 1001 after a ``shutdown`` message."""
+        self._accepting = False
+        farewell = _json({"type": "shutdown", "reason": "server shutting down"})
+        for connection in list(self._connections):
+            connection.close_soon(GOING_AWAY, "server shutting down", farewell)
+
+    @property
+    def connection_count(self) -> int:
+        return len(self._connections)
+
+    def _route(
+        self, target: str
+    ) -> tuple[list[tuple[Stream, str | None]], Identity | None] | _Refusal:
+        parts = urlsplit(target)
+        query = parse_qs(parts.query)
+        path = unquote(parts.path).rstrip("/")
+        identity = None
+        tokens = query.get("token")
+        if tokens:
+            try:
+                identity = self._verifier.verify(tokens[0])
+            except AuthError as exc:
+                return _Refusal(401, "unauthorized", str(exc))
+        if path == "/ws":
+            return [], identity
+        if path == "/ws/orders":
+            if identity is None:
+                return _Refusal(401, "unauthorized", "a token is required: /ws/orders?token=...")
+            return [(Stream.ORDERS, None)], identity
+        if path == "/ws/trades":
+            symbol = query.get("symbol", [None])[0]
+            if symbol is not None:
+                symbol = normalize_symbol(symbol)
+                if symbol not in self._symbols:
+                    return _Refusal(404, "unknown_symbol", f"unknown symbol {symbol}")
+            return [(Stream.TRADES, symbol)], identity
+        if path.startswith("/ws/markets/"):
+            symbol = normalize_symbol(path.removeprefix("/ws/markets/"))
+            if symbol not in self._symbols:
+                return _Refusal(404, "unknown_symbol", f"unknown symbol {symbol}")
+            return [(Stream.ORDERBOOK, symbol)], identity
+        return _Refusal(404, "not_found", f"no WebSocket endpoint at {parts.path}")
+
+    async def _handle(self, request: WebSocketRequest) -> None:
+        try:
+            await self._handle_request(request)
+        except ConnectionClosed:
+            pass
+        except Exception:  # one client must never stop the listener for everyone
+            log.exception("WebSocket handler failed")
+
+    async def _handle_request(self, request: WebSocketRequest) -> None:
+        route = self._route(request.path) if self._accepting else _Refusal(
+            503, "shutting_down", "the server is shutting down")
+        if isinstance(route, _Refusal):
+            self._stats.handshakes_rejected += 1
+            body = _encode({"error": {"code": route.code, "message": route.message}})
+            await request.reject(
+                route.status, extra_headers=[(b"content-type", b"application/json")], body=body
+            )
+            return
+        auto_subscribe, identity = route
+        ws = await request.accept()
+        connection = Connection(
+            ws, identity, hub=self._hub, settings=self._settings, stats=self._stats,
+            symbols=self._symbols,
+        )
+        self._connections.add(connection)
+        self._stats.connections += 1
+        self._stats.connections_total += 1
+        try:
+            await connection.run(auto_subscribe)
+        finally:
+            self._connections.discard(connection)
+            self._stats.connections -= 1
