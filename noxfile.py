@@ -33,3 +33,34 @@ def typecheck(session: nox.Session) -> None:
     """mypy, strict on engine/ and gateway/."""
     session.install("-e", ".[test]", "mypy>=2.4")
     session.run("mypy")
+
+
+def _bench_python() -> str:
+    """``BENCH_PYTHON`` as pyenv's interpreter path when pyenv has it installed.
+
+    nox resolves a bare "3.12" among the interpreters on PATH and the *active*
+    pyenv versions; where 3.12 is installed in pyenv but not active (as on our
+    dev machines) that finds nothing, while a path always resolves. Without
+    pyenv the bare version is used.
+    """
+    import os  # noqa: PLC0415 - local so that this session is self-contained
+    from pathlib import Path  # noqa: PLC0415
+
+    root = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv"))
+    found = {
+        int(patch): path
+        for path in root.glob(f"versions/{BENCH_PYTHON}.*/bin/python{BENCH_PYTHON}")
+        if (patch := path.parent.parent.name.removeprefix(f"{BENCH_PYTHON}.")).isdigit()
+    }
+    return str(found[max(found)]) if found else BENCH_PYTHON
+
+
+@nox.session(python=_bench_python())
+def bench_engine(session: nox.Session) -> None:
+    """Our engine against matching-engine and pyorderbook; see bench/README.md, "Engine".
+
+    Writes bench/results/engine.json. Arguments after ``--`` go to the
+    benchmark, e.g. ``nox -s bench_engine -- --rounds 3`` or ``-- --profile``.
+    """
+    session.install(".", "matching-engine==0.1.1", "pyorderbook==0.4.9")
+    session.run("python", "-m", "bench.engine", *session.posargs)

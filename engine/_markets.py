@@ -16,7 +16,7 @@ Rules of this module:
 from __future__ import annotations
 
 import re
-from decimal import Decimal
+from decimal import Context, Decimal, Inexact
 from fractions import Fraction
 from typing import Final
 
@@ -28,6 +28,9 @@ MAX_UNITS: Final = (1 << 63) - 1
 """The largest number of ticks or lots: amounts are signed 64-bit in every encoding."""
 
 _DECIMAL = re.compile(r"[0-9]{1,30}(?:\.[0-9]{1,30})?")
+# Wide enough for any amount this module accepts or prints, and trapping any
+# rounding, so that decimal arithmetic here is exact or fails loudly.
+_EXACT = Context(prec=100, traps=[Inexact])
 
 
 class UnitError(ValueError):
@@ -112,7 +115,7 @@ class MarketSpec:
         value = Decimal(text)
         if value <= 0:
             raise UnitError(invalid, f"{name} must be positive")
-        units, rest = divmod(value, step)
+        units, rest = _EXACT.divmod(value, step)
         if rest:
             raise UnitError(off_step, f"{name} {text} is not a multiple of {step}")
         if units > MAX_UNITS:
@@ -122,17 +125,17 @@ class MarketSpec:
     # --- integer units -> decimal string (the way out) ------------------------
 
     def format_price(self, ticks: int) -> str:
-        return _format(ticks * self.tick_size, _scale(self.tick_size))
+        return _format(_EXACT.multiply(ticks, self.tick_size), _scale(self.tick_size))
 
     def format_quantity(self, lots: int) -> str:
-        return _format(lots * self.lot_size, _scale(self.lot_size))
+        return _format(_EXACT.multiply(lots, self.lot_size), _scale(self.lot_size))
 
     def format_fee(self, units: int) -> str:
-        return _format(Decimal(units).scaleb(-self.fee_precision), self.fee_precision)
+        return _format(Decimal(units).scaleb(-self.fee_precision, _EXACT), self.fee_precision)
 
     def format_notional(self, ticks: int, lots: int) -> str:
-        step = self.tick_size * self.lot_size
-        return _format(ticks * lots * step, _scale(step))
+        step = _EXACT.multiply(self.tick_size, self.lot_size)
+        return _format(_EXACT.multiply(ticks * lots, step), _scale(step))
 
     # --- integer rules used by the matching code -----------------------------
 

@@ -2,7 +2,8 @@
 
 Commands: ``serve`` runs the gateway until SIGINT or SIGTERM, then shuts it
 down gracefully; ``token`` prints a JWT for a user, signed with the same
-secret ``serve`` uses (created in the data directory on first use).
+secret ``serve`` uses (created in the data directory on first use); ``watch``
+prints what a WebSocket endpoint sends, one JSON message per line.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import trio
+from trio_websocket import ConnectionClosed, HandshakeError, open_websocket_url
 
 from gateway._auth import issue_token, load_or_create_secret
 from gateway._config import Config, ConfigError, load_config
@@ -57,6 +59,27 @@ def _token(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _watch(url: str, requests: list[str], limit: int | None) -> int:
+    try:
+        async with open_websocket_url(url) as ws:
+            for message in requests:
+                await ws.send_message(message)
+            seen = 0
+            while limit is None or seen < limit:
+                print(await ws.get_message(), flush=True)
+                seen += 1
+    except HandshakeError as exc:
+        print(f"trade-engine: {url}: {exc}", file=sys.stderr)
+        return 1
+    except ConnectionClosed as exc:
+        print(f"trade-engine: closed: {exc.reason}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"trade-engine: cannot connect to {url}: {exc.strerror}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="trade-engine", description="A matching engine with real-time WebSocket streams.")
@@ -77,6 +100,14 @@ def _parser() -> argparse.ArgumentParser:
     common(token)
     token.add_argument("--user", required=True, help="the user id (the token's sub)")
     token.add_argument("--ttl", type=float, help="validity in seconds (default: config)")
+
+    watch = commands.add_parser("watch", help="print the messages of a WebSocket endpoint")
+    watch.add_argument("path", help="endpoint path, e.g. /ws/trades or /ws/orders")
+    watch.add_argument("--url", default="ws://127.0.0.1:8081", help="WebSocket base URL")
+    watch.add_argument("--token", help="JWT for private streams (sent as ?token=)")
+    watch.add_argument("--send", action="append", default=[], metavar="JSON",
+                       help="a message to send first, e.g. a subscribe request (repeatable)")
+    watch.add_argument("--count", type=int, help="exit after this many messages")
     return parser
 
 
@@ -87,6 +118,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "token":
             return _token(args)
+        if args.command == "watch":
+            url = args.url.rstrip("/") + args.path
+            if args.token:
+                url += ("&" if "?" in url else "?") + "token=" + args.token
+            return trio.run(_watch, url, args.send, args.count)
         trio.run(_serve, _config(args))
     except ConfigError as exc:
         print(f"trade-engine: {exc}", file=sys.stderr)

@@ -1,0 +1,554 @@
+"""Engine benchmark: trade-engine against two PyPI matching engines on one command stream.
+
+Run it with ``nox -s bench_engine``, or ``python -m bench.engine`` from the
+repository root on Python >= 3.12 with ``matching-engine==0.1.1`` and
+``pyorderbook==0.4.9`` installed (``--help`` for the options). ``bench/README.md``,
+section "Engine", says what is measured and lists every gap in the translation.
+
+Rules of this module:
+
+* Every engine gets the same stream, ``matching_engine.workload.order_flow``,
+  translated to its API. All command objects are built before the clock starts;
+  pyorderbook mutates its orders, so its are rebuilt (untimed) for every run.
+* Rounds interleave the engines, the order rotated each round; every run uses a
+  fresh instance, starts after ``gc.collect()`` and leaves gc enabled.
+* Two passes per engine per round. The *untimed* pass times the whole loop and
+  gives ``cmd_per_s``. The *timed* pass wraps every call in two
+  ``perf_counter_ns`` reads, in the same loop shape for every engine, and gives
+  the latency percentiles (and ``timed_cmd_per_s``, which includes the timer).
+* After every run of ours or of matching-engine, the resting quantity and order
+  count at every price level, and the number of trades, must equal the other's.
+  Any difference exits with status 1: a fast wrong engine is not a result.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import datetime as dt
+import gc
+import json
+import math
+import os
+import platform
+import pstats
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from statistics import median
+from typing import Any
+
+import pyorderbook
+from matching_engine import CancelOrder as MeCancelOrder
+from matching_engine import NewOrder, SequencedCommand
+from matching_engine import OrderType as MeOrderType
+from matching_engine import Side as MeSide
+from matching_engine.engine import MatchingEngine
+from matching_engine.workload import order_flow
+
+from engine import (
+    CancelOrder,
+    Engine,
+    MarketSpec,
+    OrderType,
+    PlaceOrder,
+    SelfTradePrevention,
+    Side,
+    TimeInForce,
+)
+
+OURS, PEER, POB = "trade-engine", "matching-engine", "pyorderbook"
+ENGINES = (OURS, PEER, POB)
+
+SYMBOL = "SIM"
+SPEC = MarketSpec(
+    symbol=SYMBOL, base="SIM", quote="USD",
+    tick_size="1", lot_size="1", min_quantity="1", min_notional="0",
+    maker_fee_rate="0.0002", taker_fee_rate="0.0005",
+)
+
+TARGET_RATIO = 1.5  # ours cmd/s over matching-engine's
+DEFAULT_OUTPUT = Path(__file__).resolve().parent / "results" / "engine.json"
+
+# pyorderbook has only limit orders: a market order becomes a limit at a price
+# that crosses every level, and its unfilled remainder is cancelled right away.
+POB_MARKET_BUY_PRICE = 10**18
+POB_MARKET_SELL_PRICE = 0
+_POB_LIMIT, _POB_MARKET, _POB_CANCEL = 0, 1, 2
+
+POB_GAPS = (
+    "No self-trade prevention: the stream's orders carry cancel_taker, pyorderbook "
+    "lets an account trade with itself, so its book ends up different (not cross-checked).",
+    "No market orders and no IOC: a market order is sent as a limit at a price crossing "
+    "every level (10**18 to buy, 0 to sell) and the adapter cancels any remainder, so "
+    "it pays an extra enqueue and cancel.",
+    "No caller-chosen order ids (uuid4, made in Order()): the adapter maps stream ids to "
+    "Order objects, built before timing.",
+    "No owner on cancel: the adapter checks the account itself.",
+    "Cancelling an unknown order raises KeyError and logs at ERROR: the adapter asks "
+    "book.get_order() first and skips it (the other engines answer with a reject).",
+    "No events: match() returns a TradeBlotter (trades only, plus Decimal cost figures); "
+    "cancel returns None. Its 'events' count is trades only.",
+    "Prices are Decimal, converted once in Order(), before timing.",
+)
+
+OURS_NOTES = (
+    "Every command yields the full event set (accepted/rejected, per-side fills with fees, "
+    "trades, cancels, L2 level changes, top of book); events are counted, never dropped.",
+    "Self-trade prevention CANCEL_TAKER is passed explicitly (the peer's NewOrder default).",
+    "Market orders: price=None, order_type MARKET, time_in_force IOC.",
+)
+
+PEER_NOTE = "Native: the stream is its command type, stamped SequencedCommand(seq, ts=seq)."
+
+# --------------------------------------------------------------- translation
+
+
+def to_ours(stream: Sequence[NewOrder | MeCancelOrder]) -> list[PlaceOrder | CancelOrder]:
+    out: list[PlaceOrder | CancelOrder] = []
+    for c in stream:
+        if type(c) is MeCancelOrder:
+            out.append(CancelOrder(order_id=c.order_id, user_id=str(c.account)))
+            continue
+        assert type(c) is NewOrder
+        market = c.order_type is MeOrderType.MARKET
+        out.append(
+            PlaceOrder(
+                order_id=c.order_id,
+                user_id=str(c.account),
+                symbol=SYMBOL,
+                side=Side.BUY if c.side is MeSide.BUY else Side.SELL,
+                quantity=c.qty,
+                price=None if market else c.price,
+                order_type=OrderType.MARKET if market else OrderType.LIMIT,
+                time_in_force=TimeInForce.IOC if market else TimeInForce.GTC,
+                self_trade_prevention=SelfTradePrevention.CANCEL_TAKER,
+            )
+        )
+    return out
+
+
+def to_peer(stream: Sequence[NewOrder | MeCancelOrder]) -> list[SequencedCommand]:
+    return [SequencedCommand(seq, seq, c) for seq, c in enumerate(stream, 1)]
+
+
+PobOp = tuple[int, pyorderbook.Order, int, int]  # kind, order, account, owner's account
+
+
+def to_pyorderbook(stream: Sequence[NewOrder | MeCancelOrder]) -> list[PobOp]:
+    """pyorderbook's orders are mutated by matching: build a fresh list for every run."""
+    ops: list[PobOp] = []
+    placed: dict[int, tuple[pyorderbook.Order, int]] = {}
+    for c in stream:
+        if type(c) is MeCancelOrder:
+            victim, owner = placed[c.order_id]
+            ops.append((_POB_CANCEL, victim, c.account, owner))
+            continue
+        assert type(c) is NewOrder
+        side = pyorderbook.Side.BID if c.side is MeSide.BUY else pyorderbook.Side.ASK
+        if c.order_type is MeOrderType.MARKET:
+            price = POB_MARKET_BUY_PRICE if c.side is MeSide.BUY else POB_MARKET_SELL_PRICE
+            kind = _POB_MARKET
+        else:
+            price, kind = c.price, _POB_LIMIT
+        order = pyorderbook.Order(side, SYMBOL, price, c.qty)
+        placed[c.order_id] = (order, c.account)
+        ops.append((kind, order, c.account, c.account))
+    return ops
+
+
+# ---------------------------------------------------------------------- runs
+
+Book = tuple[tuple[tuple[int, int, int], ...], tuple[tuple[int, int, int], ...]]
+"""Resting book: (bids best first, asks best first), each level (price, quantity, orders)."""
+
+
+@dataclass
+class Run:
+    engine: str
+    seconds: float
+    events: int
+    trades: int
+    book: Book
+    latencies_ns: list[int] | None = field(default=None, repr=False)
+
+
+def _loop_ours(cmds: list[PlaceOrder | CancelOrder], lat: list[int] | None) -> Run:
+    engine = Engine([SPEC])
+    apply = engine.apply
+    clock = time.perf_counter_ns
+    events = 0
+    gc.collect()
+    start = clock()
+    if lat is None:
+        for seq, cmd in enumerate(cmds, 1):
+            events += len(apply(cmd, seq=seq, ts=seq))
+    else:
+        for seq, cmd in enumerate(cmds, 1):
+            t0 = clock()
+            out = apply(cmd, seq=seq, ts=seq)
+            lat[seq - 1] = clock() - t0
+            events += len(out)
+    seconds = (clock() - start) / 1e9
+    depth = engine.depth(SYMBOL)
+    last = engine.recent_trades(SYMBOL, 1)
+    return Run(
+        OURS, seconds, events, last[0].trade_id if last else 0,
+        (tuple((lv.price, lv.quantity, lv.orders) for lv in depth.bids),
+         tuple((lv.price, lv.quantity, lv.orders) for lv in depth.asks)),
+        lat,
+    )
+
+
+def _loop_peer(cmds: list[SequencedCommand], lat: list[int] | None) -> Run:
+    engine = MatchingEngine()
+    process = engine.process
+    clock = time.perf_counter_ns
+    events = 0
+    gc.collect()
+    start = clock()
+    if lat is None:
+        for sc in cmds:
+            events += len(process(sc))
+    else:
+        for i, sc in enumerate(cmds):
+            t0 = clock()
+            out = process(sc)
+            lat[i] = clock() - t0
+            events += len(out)
+    seconds = (clock() - start) / 1e9
+    depth = engine.book.depth()
+    return Run(
+        PEER, seconds, events, engine.next_trade_id - 1,
+        (tuple((lv.price, lv.qty, lv.orders) for lv in depth.bids),
+         tuple((lv.price, lv.qty, lv.orders) for lv in depth.asks)),
+        lat,
+    )
+
+
+def _loop_pob(stream: Sequence[NewOrder | MeCancelOrder], lat: list[int] | None) -> Run:
+    ops = to_pyorderbook(stream)
+    book = pyorderbook.Book()
+    match, cancel, get_order = book.match, book.cancel, book.get_order
+    clock = time.perf_counter_ns
+    events = 0
+    gc.collect()
+    start = clock()
+    if lat is None:
+        for kind, order, account, owner in ops:
+            if kind == _POB_LIMIT:
+                events += len(match(order).trades)
+            elif kind == _POB_MARKET:
+                events += len(match(order).trades)
+                if order.quantity:
+                    cancel(order)
+            elif account == owner and get_order(order.id) is not None:
+                cancel(order)
+    else:
+        for i, (kind, order, account, owner) in enumerate(ops):
+            t0 = clock()
+            out: Sequence[object] = ()
+            if kind == _POB_LIMIT:
+                out = match(order).trades
+            elif kind == _POB_MARKET:
+                out = match(order).trades
+                if order.quantity:
+                    cancel(order)
+            elif account == owner and get_order(order.id) is not None:
+                cancel(order)
+            lat[i] = clock() - t0
+            events += len(out)
+    seconds = (clock() - start) / 1e9
+    return Run(POB, seconds, events, events, _pob_book(book), lat)
+
+
+def _pob_book(book: pyorderbook.Book) -> Book:
+    sides = []
+    for side, best_first in ((pyorderbook.Side.BID, True), (pyorderbook.Side.ASK, False)):
+        levels = [
+            (int(lv.price), sum(o.quantity for o in lv.orders.values()), len(lv.orders))
+            for lv in book.levels[SYMBOL][side]
+            if lv.orders  # cancels leave empty levels behind until matching meets them
+        ]
+        sides.append(tuple(sorted(levels, reverse=best_first)))
+    return sides[0], sides[1]
+
+
+# ------------------------------------------------------------------- helpers
+
+
+def percentile(sorted_values: Sequence[int], q: float) -> int:
+    """Nearest-rank percentile of an ascending sequence."""
+    return sorted_values[max(1, math.ceil(len(sorted_values) * q)) - 1]
+
+
+def timer_floor_ns(samples: int = 100_000) -> int:
+    """Median cost of the timing wrapper around nothing: the floor of every latency."""
+    clock = time.perf_counter_ns
+    lat = [0] * samples
+    for i in range(samples):
+        t0 = clock()
+        lat[i] = clock() - t0
+    return int(median(lat))
+
+
+def compare_books(a: Run, b: Run) -> list[str]:
+    problems = []
+    if a.trades != b.trades:
+        problems.append(f"trades: {a.engine} {a.trades} != {b.engine} {b.trades}")
+    for name, x, y in (("bids", a.book[0], b.book[0]), ("asks", a.book[1], b.book[1])):
+        if x == y:
+            continue
+        problems.append(f"{name}: {a.engine} has {len(x)} levels, {b.engine} {len(y)}")
+        mine, theirs = dict((p, (q, n)) for p, q, n in x), dict((p, (q, n)) for p, q, n in y)
+        for price in sorted(set(mine) | set(theirs)):
+            if mine.get(price) != theirs.get(price):
+                problems.append(
+                    f"  {name} @ {price}: {a.engine} (qty, orders) {mine.get(price)}, "
+                    f"{b.engine} {theirs.get(price)}"
+                )
+                if len(problems) > 12:
+                    return [*problems, "  ..."]
+    return problems
+
+
+def machine_info() -> dict[str, Any]:
+    cpu = platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "platform": platform.platform(),
+        "cpu": cpu,
+        "cpu_count": os.cpu_count(),
+        "note": "shared, noisy 2-core machine; compare ratios, not absolute numbers",
+    }
+
+
+def git_revision() -> str | None:
+    """The commit benchmarked, with "+dirty" when the working tree has changes."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        rev = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True,
+            text=True, check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "engine"], cwd=root, capture_output=True,
+            text=True, check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return rev + ("+dirty(engine/)" if dirty else "")
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return version(dist)
+    except PackageNotFoundError:
+        return None
+
+
+# ---------------------------------------------------------------------- main
+
+
+def profile_ours(stream: Sequence[NewOrder | MeCancelOrder], top: int) -> None:
+    """cProfile one untimed run of ours and print the top functions by tottime."""
+    cmds = to_ours(stream)
+    engine = Engine([SPEC])
+    apply = engine.apply
+    gc.collect()
+    profiler = cProfile.Profile()
+    profiler.enable()
+    for seq, cmd in enumerate(cmds, 1):
+        apply(cmd, seq=seq, ts=seq)
+    profiler.disable()
+    print(f"cProfile of {OURS} on {len(cmds):,} commands, top {top} by tottime:")
+    pstats.Stats(profiler).strip_dirs().sort_stats("tottime").print_stats(top)
+
+
+def benchmark(
+    stream: Sequence[NewOrder | MeCancelOrder], rounds: int
+) -> tuple[dict[str, list[Run]], dict[str, list[Run]]]:
+    """Run every engine ``rounds`` times per pass; cross-check ours and the peer each run."""
+    ours_cmds, peer_cmds = to_ours(stream), to_peer(stream)
+    loops: dict[str, Callable[[list[int] | None], Run]] = {
+        OURS: lambda lat: _loop_ours(ours_cmds, lat),
+        PEER: lambda lat: _loop_peer(peer_cmds, lat),
+        POB: lambda lat: _loop_pob(stream, lat),
+    }
+    untimed: dict[str, list[Run]] = {name: [] for name in ENGINES}
+    timed: dict[str, list[Run]] = {name: [] for name in ENGINES}
+    reference: Run | None = None
+    n = len(stream)
+    for r in range(rounds):
+        order = ENGINES[r % len(ENGINES):] + ENGINES[: r % len(ENGINES)]
+        for runs, with_timer in ((untimed, False), (timed, True)):
+            for name in order:
+                run = loops[name]([0] * n if with_timer else None)
+                runs[name].append(run)
+                label = "timed" if with_timer else "untimed"
+                print(f"  round {r + 1}/{rounds} {label:<7} {name:<16} "
+                      f"{n / run.seconds:>10,.0f} cmd/s", flush=True)
+                if name == POB:
+                    continue
+                if reference is None:
+                    reference = run
+                elif problems := compare_books(run, reference):
+                    print(f"\nCROSS-CHECK FAILED: {run.engine} and {reference.engine} "
+                          "disagree after the stream:", file=sys.stderr)
+                    for p in problems:
+                        print(f"  {p}", file=sys.stderr)
+                    raise SystemExit(1)
+                run.book = reference.book  # keep one copy
+    return untimed, timed
+
+
+def summarize(
+    n: int, untimed: dict[str, list[Run]], timed: dict[str, list[Run]]
+) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for name in ENGINES:
+        raw = []
+        for u, t in zip(untimed[name], timed[name], strict=True):
+            assert t.latencies_ns is not None
+            lat = sorted(t.latencies_ns)
+            t.latencies_ns = None  # free it
+            raw.append({
+                "cmd_per_s": n / u.seconds,
+                "timed_cmd_per_s": n / t.seconds,
+                "p50_us": percentile(lat, 0.50) / 1000,
+                "p99_us": percentile(lat, 0.99) / 1000,
+                "p999_us": percentile(lat, 0.999) / 1000,
+                "max_us": lat[-1] / 1000,
+            })
+        summary: dict[str, Any] = {
+            key: round(median(r[key] for r in raw), 3 if key.endswith("_us") else 0)
+            for key in ("cmd_per_s", "p50_us", "p99_us", "p999_us", "timed_cmd_per_s")
+        }
+        summary["events_per_run"] = untimed[name][0].events
+        summary["trades_per_run"] = untimed[name][0].trades
+        summary["resting_levels"] = [len(untimed[name][0].book[0]), len(untimed[name][0].book[1])]
+        summary["rounds"] = [
+            {k: round(v, 3 if k.endswith("_us") else 0) for k, v in r.items()} for r in raw
+        ]
+        out[name] = summary
+    return out
+
+
+def print_table(engines: dict[str, dict[str, Any]]) -> None:
+    head = (f"{'engine':<16} {'cmd/s':>10} {'timed cmd/s':>12} {'p50 us':>8} "
+            f"{'p99 us':>8} {'p99.9 us':>9} {'events/run':>11}")
+    print(head)
+    print("-" * len(head))
+    for name, s in engines.items():
+        print(f"{name:<16} {s['cmd_per_s']:>10,.0f} {s['timed_cmd_per_s']:>12,.0f} "
+              f"{s['p50_us']:>8.2f} {s['p99_us']:>8.2f} {s['p999_us']:>9.2f} "
+              f"{s['events_per_run']:>11,}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--count", type=int, default=200_000, help="commands in the stream")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved repetitions")
+    parser.add_argument("--seed", type=int, default=42, help="order_flow seed")
+    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="JSON results file")
+    parser.add_argument("--profile", action="store_true",
+                        help="only cProfile ours on the stream; print, write no JSON")
+    parser.add_argument("--profile-top", type=int, default=25, help="rows of the profile")
+    args = parser.parse_args(argv)
+    if args.count < 1 or args.rounds < 1:
+        parser.error("--count and --rounds must be at least 1")
+
+    stream = list(order_flow(seed=args.seed, count=args.count))
+    if args.profile:
+        profile_ours(stream, args.profile_top)
+        return 0
+
+    started = time.monotonic()
+    revision = git_revision() or _version("trade-engine")  # what was imported, not what is now
+    load_before = os.getloadavg()
+    print(f"engine benchmark: {args.count:,} commands (seed {args.seed}), {args.rounds} rounds, "
+          f"Python {platform.python_version()}")
+    floor = timer_floor_ns()
+    untimed, timed = benchmark(stream, args.rounds)
+    engines = summarize(args.count, untimed, timed)
+
+    ours, peer = engines[OURS], engines[PEER]
+    ratio = ours["cmd_per_s"] / peer["cmd_per_s"]
+    throughput_met = ratio >= TARGET_RATIO
+    per_round = [  # same round, same noise: a steadier view than the ratio of medians
+        round(a["cmd_per_s"] / b["cmd_per_s"], 3)
+        for a, b in zip(ours["rounds"], peer["rounds"], strict=True)
+    ]
+    p99_met = ours["p99_us"] <= peer["p99_us"]
+
+    print()
+    print_table(engines)
+    print(f"\ncmd/s: untimed loop, median of {args.rounds} rounds. Latencies: per call, "
+          f"timed pass (timer floor {floor} ns included), median over rounds.")
+    print(f"cross-check: {OURS} and {PEER} agree on every run ({ours['trades_per_run']:,} "
+          f"trades, {sum(ours['resting_levels'])} resting levels)")
+    print(f"\ntarget throughput >= {TARGET_RATIO}x {PEER}: ratio {ratio:.2f} -> "
+          f"{'MET' if throughput_met else 'NOT MET'} (per round: "
+          f"{', '.join(f'{x:.2f}' for x in per_round)})")
+    print(f"target p99 <= {PEER}'s: {ours['p99_us']:.2f} us vs {peer['p99_us']:.2f} us -> "
+          f"{'MET' if p99_met else 'NOT MET'}")
+
+    result = {
+        "engines": engines,
+        "ratio_vs_matching_engine": round(ratio, 3),
+        "ratio_per_round": per_round,
+        "targets": {
+            "ratio_min": TARGET_RATIO,
+            "throughput_met": throughput_met,
+            "p99_no_worse_than_matching_engine": p99_met,
+        },
+        "measurement": {
+            "cmd_per_s": "untimed loop over the whole stream, median over rounds",
+            "timed_cmd_per_s": "the per-command-timed loop, timer overhead included",
+            "latency": "perf_counter_ns around each apply/process/match call (timed pass); "
+                       "nearest-rank percentiles per round, median over rounds",
+            "timer_floor_ns": floor,
+            "gc": "enabled; gc.collect() before every run",
+            "cross_check": f"{OURS} vs {PEER}: L2 depth (price, quantity, orders) and trade "
+                           "count after every run; pyorderbook not checked (no STP)",
+        },
+        "workload": {
+            "generator": "matching_engine.workload.order_flow",
+            "seed": args.seed,
+            "count": args.count,
+            "rounds": args.rounds,
+        },
+        "translation": {OURS: list(OURS_NOTES), PEER: [PEER_NOTE], POB: list(POB_GAPS)},
+        "versions": {
+            "python": platform.python_version(),
+            "implementation": platform.python_implementation(),
+            "trade-engine": revision,
+            "matching-engine": _version("matching-engine"),
+            "pyorderbook": _version("pyorderbook"),
+        },
+        "machine": {
+            **machine_info(),
+            "loadavg_before": [round(x, 2) for x in load_before],
+            "loadavg_after": [round(x, 2) for x in os.getloadavg()],
+        },
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "wall_seconds": round(time.monotonic() - started, 1),
+    }
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"\nwrote {args.output} in {result['wall_seconds']} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
