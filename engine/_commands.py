@@ -9,6 +9,8 @@ Rules of this module:
 * Commands carry no sequence number or time. The caller stamps each one when
   it hands it to :meth:`engine.Engine.apply`, so that replaying a journal of
   stamped commands reproduces every event exactly.
+* Each command is tagged (``{"type": "place", ...}``) so that a journal of
+  commands decodes back to the same classes.
 * They are ``msgspec`` structs, not attrs classes: constructing a frozen attrs
   instance costs about ten times more, and commands and events are built on
   the hot path (see ``docs/engine.md``, "Why msgspec structs").
@@ -46,7 +48,7 @@ class SelfTradePrevention(StrEnum):
     CANCEL_BOTH = "cancel_both"  # cancel both
 
 
-class PlaceOrder(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+class PlaceOrder(msgspec.Struct, frozen=True, kw_only=True, gc=False, tag="place"):
     """Place a limit or market order.
 
     ``price`` is in ticks and required for limit orders; market orders carry
@@ -67,21 +69,23 @@ class PlaceOrder(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     client_order_id: str | None = None
 
 
-class CancelOrder(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+class CancelOrder(msgspec.Struct, frozen=True, kw_only=True, gc=False, tag="cancel"):
     """Cancel one open order. Only its owner may."""
 
     order_id: int
     user_id: str
 
 
-class CancelAllOrders(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+class CancelAllOrders(
+    msgspec.Struct, frozen=True, kw_only=True, gc=False, tag="cancel_all"
+):
     """Cancel every open order of a user, or only those in ``symbol``."""
 
     user_id: str
     symbol: str | None = None
 
 
-class AmendOrder(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+class AmendOrder(msgspec.Struct, frozen=True, kw_only=True, gc=False, tag="amend"):
     """Change the price and/or the total quantity of an open order.
 
     ``quantity`` is the new *total* quantity, fills included, so it must stay

@@ -143,11 +143,13 @@ class Engine:
         self._trade_history = trade_history
         self._last_seq = 0
         self._next_trade_id = 1
-        self._open: dict[int, RestingOrder] = {}
-        self._by_user: dict[str, dict[int, RestingOrder]] = {}
-        self._client_ids: dict[tuple[str, str], int] = {}
-        self._closed: dict[int, RestingOrder] = {}
+        # Open orders and the closed history share one index: an order is open
+        # while its ``remaining`` is positive. ``_closed_fifo`` lists the closed
+        # ones, oldest first, to forget them beyond ``order_history``.
+        self._orders: dict[int, RestingOrder] = {}
         self._closed_fifo: deque[int] = deque()
+        self._by_user: dict[str, dict[int, RestingOrder]] = {}  # open orders only
+        self._client_ids: dict[tuple[str, str], int] = {}  # of open orders
 
     # ------------------------------------------------------------------ commands
 
@@ -170,135 +172,165 @@ class Engine:
         if kind is CancelAllOrders:
             return self._cancel_all(command, seq, ts)  # type: ignore[arg-type]
         user = getattr(command, "user_id", "")
+        return [_rejected(seq, ts, "unknown", None, None, user, None, RejectReason.UNKNOWN_COMMAND)]
+
+    @staticmethod
+    def _reject_place(c: PlaceOrder, reason: RejectReason, seq: int, ts: int) -> list[Event]:
         return [
-            OrderRejected(
-                seq=seq, ts=ts, command="unknown", symbol=None, order_id=None,
-                user_id=user if type(user) is str else "", client_order_id=None,
-                reason=RejectReason.UNKNOWN_COMMAND,
+            _rejected(
+                seq, ts, "place", c.symbol, c.order_id, c.user_id, c.client_order_id, reason
             )
         ]
 
-    def _reject_place(self, c: PlaceOrder, reason: RejectReason, seq: int, ts: int) -> list[Event]:
-        return [
-            OrderRejected(
-                seq=seq, ts=ts, command="place",
-                symbol=c.symbol if type(c.symbol) is str else None,
-                order_id=c.order_id if type(c.order_id) is int else None,
-                user_id=c.user_id if type(c.user_id) is str else "",
-                client_order_id=c.client_order_id if type(c.client_order_id) is str else None,
-                reason=reason,
-            )
-        ]
+    def _place(self, c: PlaceOrder, seq: int, ts: int) -> list[Event]:
+        """Validate, match, then rest or cancel the remainder.
 
-    def _check_place(self, c: PlaceOrder, m: _Market | None) -> RejectReason | TimeInForce:
-        """The order's effective time in force, or why it is refused."""
+        Most commands are limit orders that rest without crossing, so that path
+        is written out in full here: validation, ``BookSide.add``, the order
+        index and the single-level book report, with no call it can avoid. The
+        checks run in the documented order; the first failing one is the reason.
+        """
+        symbol = c.symbol
+        m = self._markets.get(symbol) if type(symbol) is str else None
         if m is None:
-            return RejectReason.UNKNOWN_SYMBOL
+            return self._reject_place(c, RejectReason.UNKNOWN_SYMBOL, seq, ts)
         user, oid = c.user_id, c.order_id
         if type(user) is not str or not user:
-            return RejectReason.INVALID_USER_ID
+            return self._reject_place(c, RejectReason.INVALID_USER_ID, seq, ts)
         if type(oid) is not int or not 0 < oid <= MAX_UNITS:
-            return RejectReason.INVALID_ORDER_ID
-        if oid in self._open or oid in self._closed:
-            return RejectReason.DUPLICATE_ORDER_ID
-        side = c.side
-        if side is not _BUY and side is not _SELL:  # identity: hashing an enum runs Python code
-            return RejectReason.INVALID_SIDE
-        qty, price, tif = c.quantity, c.price, c.time_in_force
+            return self._reject_place(c, RejectReason.INVALID_ORDER_ID, seq, ts)
+        orders = self._orders
+        if oid in orders:
+            return self._reject_place(c, RejectReason.DUPLICATE_ORDER_ID, seq, ts)
+        side, book = c.side, m.book
+        if side is _BUY:  # identity, not `in`: hashing an enum member runs Python code
+            own, opposite = book.bids, book.asks
+        elif side is _SELL:
+            own, opposite = book.asks, book.bids
+        else:
+            return self._reject_place(c, RejectReason.INVALID_SIDE, seq, ts)
+        qty, price, tif, order_type = c.quantity, c.price, c.time_in_force, c.order_type
         if type(qty) is not int or not 0 < qty <= MAX_UNITS:
-            return RejectReason.INVALID_QUANTITY
+            return self._reject_place(c, RejectReason.INVALID_QUANTITY, seq, ts)
         if qty < m.min_lots:
-            return RejectReason.BELOW_MIN_QUANTITY
-        if c.order_type is _LIMIT:
+            return self._reject_place(c, RejectReason.BELOW_MIN_QUANTITY, seq, ts)
+        if order_type is _LIMIT:
             if type(price) is not int or not 0 < price <= MAX_UNITS:
-                return RejectReason.INVALID_PRICE
+                return self._reject_place(c, RejectReason.INVALID_PRICE, seq, ts)
             if tif is None:
                 tif = _GTC
             elif tif is not _GTC and tif is not _IOC and tif is not _FOK:
-                return RejectReason.INVALID_TIME_IN_FORCE
+                return self._reject_place(c, RejectReason.INVALID_TIME_IN_FORCE, seq, ts)
             if price * qty < m.min_notional:
-                return RejectReason.BELOW_MIN_NOTIONAL
-        elif c.order_type is _MARKET:
+                return self._reject_place(c, RejectReason.BELOW_MIN_NOTIONAL, seq, ts)
+        elif order_type is _MARKET:
             if price is not None:
-                return RejectReason.INVALID_PRICE
+                return self._reject_place(c, RejectReason.INVALID_PRICE, seq, ts)
             if tif is None:
                 tif = _IOC
             elif tif is not _IOC and tif is not _FOK:
-                return RejectReason.INVALID_TIME_IN_FORCE
+                return self._reject_place(c, RejectReason.INVALID_TIME_IN_FORCE, seq, ts)
         else:
-            return RejectReason.INVALID_ORDER_TYPE
-        if c.post_only is not False and (c.post_only is not True or tif is not _GTC):
-            return RejectReason.INVALID_POST_ONLY
-        stp = c.self_trade_prevention
+            return self._reject_place(c, RejectReason.INVALID_ORDER_TYPE, seq, ts)
+        post_only, stp, cid = c.post_only, c.self_trade_prevention, c.client_order_id
+        if post_only is not False and (post_only is not True or tif is not _GTC):
+            return self._reject_place(c, RejectReason.INVALID_POST_ONLY, seq, ts)
         if type(stp) is not SelfTradePrevention:
-            return RejectReason.INVALID_SELF_TRADE_PREVENTION
-        cid = c.client_order_id
+            return self._reject_place(c, RejectReason.INVALID_SELF_TRADE_PREVENTION, seq, ts)
         if cid is not None:
             if type(cid) is not str or not 0 < len(cid) <= _MAX_CLIENT_ORDER_ID:
-                return RejectReason.INVALID_CLIENT_ORDER_ID
+                return self._reject_place(c, RejectReason.INVALID_CLIENT_ORDER_ID, seq, ts)
             if (user, cid) in self._client_ids:
-                return RejectReason.DUPLICATE_CLIENT_ORDER_ID
-        opposite = m.book.asks if side is _BUY else m.book.bids
-        if c.post_only and _crosses(opposite, price):
-            return RejectReason.POST_ONLY_WOULD_CROSS
-        if tif is _FOK and not _fillable(opposite, price, qty, user, stp):
-            return RejectReason.FOK_NOT_FILLABLE
-        return tif
+                return self._reject_place(c, RejectReason.DUPLICATE_CLIENT_ORDER_ID, seq, ts)
+        keys = opposite.keys
+        crossing = False
+        if keys and (price is None or keys[-1] >= price * opposite.sign):
+            if post_only:
+                return self._reject_place(c, RejectReason.POST_ONLY_WOULD_CROSS, seq, ts)
+            if tif is _FOK and not _fillable(opposite, price, qty, user, stp):
+                return self._reject_place(c, RejectReason.FOK_NOT_FILLABLE, seq, ts)
+            crossing = True
+        elif tif is _FOK:  # nothing to cross at all
+            return self._reject_place(c, RejectReason.FOK_NOT_FILLABLE, seq, ts)
 
-    def _place(self, c: PlaceOrder, seq: int, ts: int) -> list[Event]:
-        m = self._markets.get(c.symbol) if type(c.symbol) is str else None
-        tif = self._check_place(c, m)
-        if type(tif) is RejectReason:
-            return self._reject_place(c, tif, seq, ts)
-        assert m is not None
-        assert type(tif) is TimeInForce
-        symbol, qty, price, side = m.symbol, c.quantity, c.price, c.side
-        oid, user, cid, stp = c.order_id, c.user_id, c.client_order_id, c.self_trade_prevention
+        symbol = m.symbol
         # Positional: field order of RestingOrder and OrderAccepted (see _events).
         order = RestingOrder(
-            oid, user, symbol, side, c.order_type, tif, c.post_only, stp, cid,
+            oid, user, symbol, side, order_type, tif, post_only, stp, cid,
             price, qty, 0, qty, _NEW, seq, ts, seq, ts,
         )
-        events: list[Event] = [
-            OrderAccepted(
-                seq, ts, symbol, oid, user, cid, side, c.order_type, tif, c.post_only, stp,
-                price, qty,
-            )
-        ]
-        dirty: _Dirty = []
-        opposite = m.book.asks if side is _BUY else m.book.bids
-        keys = opposite.keys
-        stopped = False
-        if keys and (price is None or keys[-1] >= price * opposite.sign):
-            stopped = self._match(m, order, opposite, events, dirty, seq, ts)
-        if order.remaining and not stopped and tif is _GTC:
-            self._rest(m, order, dirty)
+        accepted = OrderAccepted(
+            seq, ts, symbol, oid, user, cid, side, order_type, tif, post_only, stp, price, qty,
+        )
+        if crossing:
+            return self._take(m, order, accepted, own, opposite, seq, ts)
+        if tif is not _GTC:  # IOC with nothing to cross
+            events: list[Event] = [accepted]
+            self._report_cancelled(order, qty, CancelReason.UNFILLED, events, seq, ts)
+            self._remember_closed(order)
+            return events
+
+        # Rest: BookSide.add and _rest, written out.
+        assert price is not None  # a GTC order is a limit order
+        level = own.levels.get(price)
+        if level is None:
+            level = own.add(order)
         else:
-            if order.remaining:
+            level.queue.append(order)
+            level.quantity += qty
+            level.count += 1
+        orders[oid] = order
+        mine = self._by_user.get(user)
+        if mine is None:
+            self._by_user[user] = {oid: order}
+        else:
+            mine[oid] = order
+        if cid is not None:
+            self._client_ids[user, cid] = oid
+
+        # _publish_book for a single level. The book was reported after the last
+        # command, so book.top is current; a level behind its side's best leaves
+        # it alone, and a rest at or above the best always changes it.
+        level_qty = level.quantity
+        changed = BookLevelChanged(seq, ts, symbol, side, price, level_qty)
+        bid, bid_qty, ask, ask_qty = book.top
+        top: tuple[int | None, int, int | None, int]
+        if side is _BUY:
+            if bid is not None and price < bid:
+                return [accepted, changed]
+            top = book.top = (price, level_qty, ask, ask_qty)
+        else:
+            if ask is not None and price > ask:
+                return [accepted, changed]
+            top = book.top = (bid, bid_qty, price, level_qty)
+        return [accepted, changed, TopOfBookChanged(seq, ts, symbol, *top)]
+
+    def _take(
+        self, m: _Market, order: RestingOrder, accepted: OrderAccepted,
+        own: BookSide, opposite: BookSide, seq: int, ts: int,
+    ) -> list[Event]:
+        """The rest of :meth:`_place` for an order that crosses the book."""
+        events: list[Event] = [accepted]
+        dirty: _Dirty = []
+        stopped = self._match(m, order, opposite, events, dirty, seq, ts)
+        remaining = order.remaining
+        if remaining and not stopped and order.time_in_force is _GTC:
+            dirty.append(self._rest(own, order))
+        else:
+            if remaining:
                 self._report_cancelled(
-                    order, order.remaining,
-                    CancelReason.SELF_TRADE if stopped else CancelReason.UNFILLED,
+                    order, remaining, CancelReason.SELF_TRADE if stopped else CancelReason.UNFILLED,
                     events, seq, ts,
                 )
             self._remember_closed(order)
-        if dirty:
-            self._publish_book(m, dirty, events, seq, ts)
+        self._publish_book(m, dirty, events, seq, ts)
         return events
 
-    def _rest(self, m: _Market, order: RestingOrder, dirty: _Dirty) -> None:
-        side = m.book.bids if order.side is _BUY else m.book.asks
-        # BookSide.add, inlined: this is the most frequent path of all.
-        price = order.price
-        level = side.levels.get(price)  # type: ignore[arg-type]
-        if level is None:
-            level = side.add(order)
-        else:
-            level.queue.append(order)
-            level.quantity += order.remaining
-            level.count += 1
-        dirty.append(level)
+    def _rest(self, own: BookSide, order: RestingOrder) -> Level:
+        """Put an open order on its side of the book and in the indexes; return its level."""
+        level = own.add(order)
         oid, user = order.order_id, order.user_id
-        self._open[oid] = order
+        self._orders[oid] = order
         mine = self._by_user.get(user)
         if mine is None:
             self._by_user[user] = {oid: order}
@@ -306,6 +338,7 @@ class Engine:
             mine[oid] = order
         if order.client_order_id is not None:
             self._client_ids[user, order.client_order_id] = oid
+        return level
 
     def _match(
         self,
@@ -448,21 +481,25 @@ class Engine:
     def _close(self, order: RestingOrder) -> None:
         """Move an order that was open to the closed history."""
         oid, user = order.order_id, order.user_id
-        del self._open[oid]
         mine = self._by_user[user]
         del mine[oid]
         if not mine:
             del self._by_user[user]
         if order.client_order_id is not None:
             del self._client_ids[user, order.client_order_id]
-        self._remember_closed(order)
+        fifo = self._closed_fifo
+        fifo.append(oid)
+        if len(fifo) > self._order_history:
+            del self._orders[fifo.popleft()]
 
     def _remember_closed(self, order: RestingOrder) -> None:
-        closed, fifo = self._closed, self._closed_fifo
-        closed[order.order_id] = order
-        fifo.append(order.order_id)
+        """Add an order that never rested to the closed history."""
+        oid = order.order_id
+        self._orders[oid] = order
+        fifo = self._closed_fifo
+        fifo.append(oid)
         if len(fifo) > self._order_history:
-            del closed[fifo.popleft()]
+            del self._orders[fifo.popleft()]
 
     def _publish_book(
         self, m: _Market, dirty: _Dirty, events: list[Event], seq: int, ts: int
@@ -491,33 +528,54 @@ class Engine:
                 book.top = top
                 append(TopOfBookChanged(seq, ts, symbol, *top))
 
-    def _find_open(
-        self, order_id: object, user_id: object
-    ) -> RestingOrder | RejectReason:
-        if type(order_id) is not int:
-            return RejectReason.INVALID_ORDER_ID
-        order = self._open.get(order_id)
-        if order is None:
-            closed = self._closed.get(order_id)
-            if closed is None:
-                return RejectReason.UNKNOWN_ORDER
-            return RejectReason.NOT_OWNER if closed.user_id != user_id else (
-                RejectReason.ORDER_NOT_OPEN
-            )
-        if order.user_id != user_id:
-            return RejectReason.NOT_OWNER
-        return order
+    def _refuse(
+        self, command: str, order_id: object, user_id: object, found: RestingOrder | None,
+        seq: int, ts: int,
+    ) -> list[Event]:
+        """Refuse a cancel or amend of ``order_id``, which is not an open order of ``user_id``.
+
+        ``found`` is what the order index holds for ``order_id`` (open or closed).
+        """
+        if type(order_id) is not int or not 0 < order_id <= MAX_UNITS:
+            reason = RejectReason.INVALID_ORDER_ID
+        elif found is None:
+            reason = RejectReason.UNKNOWN_ORDER
+        elif found.user_id != user_id:
+            reason = RejectReason.NOT_OWNER
+        else:
+            reason = RejectReason.ORDER_NOT_OPEN
+        symbol = found.symbol if found is not None and found.remaining else None
+        return [_rejected(seq, ts, command, symbol, order_id, user_id, None, reason)]
 
     def _cancel(self, c: CancelOrder, seq: int, ts: int) -> list[Event]:
-        found = self._find_open(c.order_id, c.user_id)
-        if type(found) is RejectReason:
-            return [self._rejected("cancel", c.order_id, c.user_id, found, seq, ts)]
-        assert type(found) is RestingOrder
-        m = self._markets[found.symbol]
+        """Cancel one open order: ``_cancel_open`` and a one-level ``_publish_book``, inlined."""
+        oid, user = c.order_id, c.user_id
+        order = self._orders.get(oid) if type(oid) is int else None
+        if order is None or not order.remaining or order.user_id != user:
+            return self._refuse("cancel", oid, user, order, seq, ts)
+        m = self._markets[order.symbol]
+        book = m.book
+        side, price = order.side, order.price
+        assert price is not None  # only limit orders rest
+        own = book.bids if side is _BUY else book.asks
+        # BookSide.take_out
+        level = own.levels[price]
+        level.quantity -= order.remaining
+        level.count -= 1
+        if not level.count:
+            own.drop(level)
         events: list[Event] = []
-        dirty: _Dirty = []
-        self._cancel_open(m, found, CancelReason.USER, events, dirty, seq, ts)
-        self._publish_book(m, dirty, events, seq, ts)
+        self._report_cancelled(order, order.remaining, CancelReason.USER, events, seq, ts)
+        self._close(order)
+        symbol = m.symbol
+        events.append(BookLevelChanged(seq, ts, symbol, side, price, level.quantity))
+        # book.top is current (see _place). A resting order is never better than
+        # its side's best, so it is either behind it, or at it and moves it.
+        top = book.top
+        if price != (top[0] if side is _BUY else top[2]):
+            return events
+        top = book.top = book.current_top()
+        events.append(TopOfBookChanged(seq, ts, symbol, *top))
         return events
 
     def _cancel_open(
@@ -531,25 +589,14 @@ class Engine:
         self._report_cancelled(order, cancelled, reason, events, seq, ts)
         self._close(order)
 
-    def _rejected(
-        self, command: str, order_id: object, user_id: object, reason: RejectReason,
-        seq: int, ts: int, symbol: str | None = None,
-    ) -> OrderRejected:
-        order = self._open.get(order_id) if type(order_id) is int else None
-        return OrderRejected(
-            seq=seq, ts=ts, command=command,
-            symbol=order.symbol if order is not None else symbol,
-            order_id=order_id if type(order_id) is int else None,
-            user_id=user_id if type(user_id) is str else "",
-            client_order_id=None, reason=reason,
-        )
-
     def _cancel_all(self, c: CancelAllOrders, seq: int, ts: int) -> list[Event]:
         symbol = c.symbol
         if symbol is not None and (type(symbol) is not str or symbol not in self._markets):
             return [
-                self._rejected("cancel_all", None, c.user_id, RejectReason.UNKNOWN_SYMBOL, seq, ts,
-                               symbol if type(symbol) is str else None)
+                _rejected(
+                    seq, ts, "cancel_all", symbol, None, c.user_id, None,
+                    RejectReason.UNKNOWN_SYMBOL,
+                )
             ]
         user = c.user_id
         mine = self._by_user.get(user) if type(user) is str else None
@@ -568,16 +615,15 @@ class Engine:
         return events
 
     def _amend(self, c: AmendOrder, seq: int, ts: int) -> list[Event]:
-        found = self._find_open(c.order_id, c.user_id)
-        if type(found) is RejectReason:
-            return [self._rejected("amend", c.order_id, c.user_id, found, seq, ts)]
-        order = found
-        assert type(order) is RestingOrder
+        oid, user = c.order_id, c.user_id
+        order = self._orders.get(oid) if type(oid) is int else None
+        if order is None or not order.remaining or order.user_id != user:
+            return self._refuse("amend", oid, user, order, seq, ts)
         assert order.price is not None
         m = self._markets[order.symbol]
         reason = self._check_amend(c, order, m)
         if reason is not None:
-            return [self._rejected("amend", c.order_id, c.user_id, reason, seq, ts)]
+            return [_rejected(seq, ts, "amend", order.symbol, oid, user, None, reason)]
         price = order.price if c.price is None else c.price
         quantity = order.quantity if c.quantity is None else c.quantity
         events: list[Event] = []
@@ -601,7 +647,7 @@ class Engine:
             )
             side = m.book.bids if order.side is _BUY else m.book.asks
             dirty.append(side.take_out(order))
-            self._open[order.order_id] = replacement
+            self._orders[order.order_id] = replacement
             self._by_user[order.user_id][order.order_id] = replacement
             events.append(self._amended(replacement, False, seq, ts))
             opposite = m.book.asks if order.side is _BUY else m.book.bids
@@ -660,7 +706,7 @@ class Engine:
 
     def order(self, order_id: int) -> Order | None:
         """An open order, or a closed one still in the history; None otherwise."""
-        found = self._open.get(order_id) or self._closed.get(order_id)
+        found = self._orders.get(order_id)
         return None if found is None else _view(found)
 
     def open_orders(self, user_id: str, symbol: str | None = None) -> list[Order]:
@@ -715,7 +761,8 @@ class Engine:
                 )
                 for symbol, m in self._markets.items()
             ],
-            closed_orders=[_view(self._closed[oid]) for oid in self._closed_fifo],
+            closed_orders=[_view(self._orders[oid]) for oid in self._closed_fifo],
+            user_orders=[oid for user in sorted(self._by_user) for oid in self._by_user[user]],
         )
 
     @classmethod
@@ -732,10 +779,16 @@ class Engine:
             m = engine._markets[ms.book.symbol]
             m.trades.extend(ms.trades)
             for view in (*ms.book.bids, *ms.book.asks):
-                engine._rest(m, _resting(view), [])
+                order = _resting(view)
+                engine._rest(m.book.bids if order.side is _BUY else m.book.asks, order)
             m.book.top = m.book.current_top()
         for view in state.closed_orders:
             engine._remember_closed(_resting(view))
+        by_user: dict[str, dict[int, RestingOrder]] = {}
+        for oid in state.user_orders:
+            order = engine._orders[oid]
+            by_user.setdefault(order.user_id, {})[oid] = order
+        engine._by_user = by_user
         return engine
 
     def state_hash(self) -> str:
@@ -755,6 +808,21 @@ def _spec_fields(spec: MarketSpec) -> dict[str, str | int]:
         a.name: v if isinstance(v := getattr(spec, a.name), int) else str(v)
         for a in attrs.fields(MarketSpec)
     }
+
+
+def _rejected(
+    seq: int, ts: int, command: str, symbol: object, order_id: object, user_id: object,
+    client_order_id: object, reason: RejectReason,
+) -> OrderRejected:
+    """Every OrderRejected is built here, positionally; ill-typed values are left out."""
+    return OrderRejected(
+        seq, ts, command,
+        symbol if type(symbol) is str else None,
+        order_id if type(order_id) is int and 0 < order_id <= MAX_UNITS else None,
+        user_id if type(user_id) is str else "",
+        client_order_id if type(client_order_id) is str else None,
+        reason,
+    )
 
 
 def _crosses(opposite: BookSide, price: int | None) -> bool:

@@ -116,10 +116,10 @@ class MarketSpec:
         if value <= 0:
             raise UnitError(invalid, f"{name} must be positive")
         units, rest = _EXACT.divmod(value, step)
-        if rest:
-            raise UnitError(off_step, f"{name} {text} is not a multiple of {step}")
         if units > MAX_UNITS:
             raise UnitError(invalid, f"{name} {text} is too large")
+        if rest:
+            raise UnitError(off_step, f"{name} {text} is not a multiple of {step}")
         return int(units)
 
     # --- integer units -> decimal string (the way out) ------------------------

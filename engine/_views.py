@@ -83,3 +83,6 @@ class EngineState(msgspec.Struct, frozen=True, kw_only=True):
     trade_history: int
     markets: list[MarketState]
     closed_orders: list[Order]  # oldest first: the order in which they are forgotten
+    # Every user's open order ids in the user's own order (users sorted by id):
+    # open_orders() and CancelAllOrders follow it, and the books alone do not hold it.
+    user_orders: list[int]

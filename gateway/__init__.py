@@ -5,6 +5,7 @@ is a thin command line over it. The modules behind this surface are private:
 
 * ``_config``: the typed configuration and its loaders.
 * ``_runtime``: the engine task (the one owner of the engine).
+* ``_journal``: the write-ahead journal on disk, snapshots, recovery.
 * ``_hub``: subscriptions and the per-stream fan-out tasks.
 * ``_ws``: WebSocket listener and connections (reader, writer, heartbeat).
 * ``_rest``: the REST API.
@@ -18,9 +19,13 @@ from gateway._config import AuthSettings as AuthSettings
 from gateway._config import Config as Config
 from gateway._config import ConfigError as ConfigError
 from gateway._config import EngineSettings as EngineSettings
+from gateway._config import JournalSettings as JournalSettings
 from gateway._config import WebSocketSettings as WebSocketSettings
 from gateway._config import load_config as load_config
+from gateway._journal import Fsync as Fsync
+from gateway._journal import JournalError as JournalError
 from gateway._runtime import Busy as Busy
+from gateway._runtime import Unavailable as Unavailable
 from gateway._server import Endpoints as Endpoints
 from gateway._server import Gateway as Gateway
 from gateway._server import serve as serve
@@ -32,8 +37,12 @@ __all__ = [
     "ConfigError",
     "Endpoints",
     "EngineSettings",
+    "Fsync",
     "Gateway",
+    "JournalError",
+    "JournalSettings",
     "TokenVerifier",
+    "Unavailable",
     "WebSocketSettings",
     "issue_token",
     "load_config",

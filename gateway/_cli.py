@@ -3,7 +3,8 @@
 Commands: ``serve`` runs the gateway until SIGINT or SIGTERM, then shuts it
 down gracefully; ``token`` prints a JWT for a user, signed with the same
 secret ``serve`` uses (created in the data directory on first use); ``watch``
-prints what a WebSocket endpoint sends, one JSON message per line.
+prints what a WebSocket endpoint sends, one JSON message per line;
+``journal verify`` and ``journal replay`` check and rebuild a journal offline.
 """
 
 from __future__ import annotations
@@ -12,15 +13,17 @@ import argparse
 import logging
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import trio
 from trio_websocket import ConnectionClosed, HandshakeError, open_websocket_url
 
 from gateway._auth import issue_token, load_or_create_secret
 from gateway._config import Config, ConfigError, load_config
+from gateway._journal import JournalError, recover
 from gateway._server import serve
 
 
@@ -32,6 +35,26 @@ def _config(args: argparse.Namespace) -> Config:
 
 
 async def _serve(config: Config) -> None:
+    try:
+        await _serve_until_signal(config)
+    except BaseExceptionGroup as group:
+        # One meaningful error (a corrupt journal, a port in use) reaches the user
+        # as itself, not wrapped in the nursery's exception group.
+        leaves = list(_leaves(group))
+        if len(leaves) == 1 and isinstance(leaves[0], (JournalError, OSError)):
+            raise leaves[0] from None
+        raise
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> Iterator[BaseException]:
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            yield from _leaves(exc)
+        else:
+            yield exc
+
+
+async def _serve_until_signal(config: Config) -> None:
     async with trio.open_nursery() as nursery:
         gateway = await nursery.start(serve, config)
         endpoints = gateway.endpoints
@@ -80,6 +103,39 @@ async def _watch(url: str, requests: list[str], limit: int | None) -> int:
     return 0
 
 
+def _journal(args: argparse.Namespace) -> int:
+    config = _config(args)
+    encode = msgspec.json.Encoder().encode
+    events_out = args.journal_command == "replay" and args.events
+
+    def show(record: object, events: list[object]) -> None:
+        for event in events:
+            line = msgspec.to_builtins(event)
+            line["event"] = type(event).__name__
+            sys.stdout.write(encode(line).decode() + "\n")
+
+    try:
+        recovery = recover(
+            args.directory, config.markets, order_history=config.engine.order_history,
+            trade_history=config.engine.trade_history,
+            on_record=show if events_out else None, repair=False,
+        )
+    except JournalError as exc:
+        print(f"trade-engine: journal is corrupt: {exc}", file=sys.stderr)
+        return 1
+    engine = recovery.engine
+    report = sys.stderr if events_out else sys.stdout
+    if args.journal_command == "verify":
+        print(f"snapshot seq: {recovery.snapshot_seq}", file=report)
+        print(f"records: {recovery.records} ({recovery.replayed} after the snapshot)",
+              file=report)
+        for line in recovery.truncated:
+            print(f"torn tail (a restart truncates it): {line}", file=report)
+    print(f"last seq: {engine.last_seq}", file=report)
+    print(f"state hash: {engine.state_hash()}", file=report)
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="trade-engine", description="A matching engine with real-time WebSocket streams.")
@@ -108,6 +164,18 @@ def _parser() -> argparse.ArgumentParser:
     watch.add_argument("--send", action="append", default=[], metavar="JSON",
                        help="a message to send first, e.g. a subscribe request (repeatable)")
     watch.add_argument("--count", type=int, help="exit after this many messages")
+
+    journal = commands.add_parser("journal", help="check or replay a journal directory")
+    journal_commands = journal.add_subparsers(dest="journal_command", required=True)
+    verify = journal_commands.add_parser(
+        "verify", help="check every record and the snapshot; print counts, last seq, hash")
+    replay = journal_commands.add_parser(
+        "replay", help="rebuild the state; print the state hash (and the events)")
+    replay.add_argument("--events", action="store_true",
+                        help="print every replayed event as a JSON line")
+    for sub in (verify, replay):
+        common(sub)
+        sub.add_argument("directory", type=Path, help="the journal directory")
     return parser
 
 
@@ -118,14 +186,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "token":
             return _token(args)
+        if args.command == "journal":
+            return _journal(args)
         if args.command == "watch":
             url = args.url.rstrip("/") + args.path
             if args.token:
                 url += ("&" if "?" in url else "?") + "token=" + args.token
             return trio.run(_watch, url, args.send, args.count)
         trio.run(_serve, _config(args))
-    except ConfigError as exc:
+    except (ConfigError, JournalError) as exc:
         print(f"trade-engine: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"trade-engine: cannot start: {exc}", file=sys.stderr)
         return 2
     return 0
 

@@ -23,6 +23,7 @@ import attrs
 import cattrs
 
 from engine import DEFAULT_MARKETS, MarketSpec
+from gateway._journal import Fsync
 
 ENV_PREFIX = "TRADE_ENGINE_"
 
@@ -94,6 +95,20 @@ class EngineSettings:
 
 
 @attrs.frozen(kw_only=True)
+class JournalSettings:
+    enabled: bool = True
+    """Journal every command before it is acknowledged (off: memory only, lost on exit)."""
+    fsync: Fsync = Fsync.BATCH
+    """``always`` (an fsync per command), ``batch`` (one per group) or ``off``."""
+    directory: Path | None = attrs.field(default=None, converter=attrs.converters.optional(Path))
+    """Where segments and snapshots live; default ``<data_dir>/journal``."""
+    segment_bytes: int = attrs.field(default=64 * 1024 * 1024, validator=_positive)
+    """Start a new segment file past this size."""
+    snapshot_every: int = attrs.field(default=100_000, validator=_positive)
+    """Commands between snapshots (which let old segments be deleted)."""
+
+
+@attrs.frozen(kw_only=True)
 class Config:
     host: str = "127.0.0.1"
     rest_port: int = attrs.field(default=8080, validator=_port)
@@ -109,6 +124,11 @@ class Config:
     websocket: WebSocketSettings = attrs.field(factory=WebSocketSettings)
     auth: AuthSettings = attrs.field(factory=AuthSettings)
     engine: EngineSettings = attrs.field(factory=EngineSettings)
+    journal: JournalSettings = attrs.field(factory=JournalSettings)
+
+    @property
+    def journal_directory(self) -> Path:
+        return self.journal.directory or self.data_dir / "journal"
 
 
 def _converter() -> cattrs.Converter:

@@ -44,7 +44,7 @@ from gateway import _messages as messages
 from gateway._auth import AuthError, TokenVerifier
 from gateway._hub import Hub
 from gateway._protocol import normalize_symbol
-from gateway._runtime import Busy, EngineRuntime
+from gateway._runtime import Busy, EngineRuntime, Unavailable
 from gateway._stats import Stats, prometheus_text
 
 _encode = msgspec.json.Encoder().encode
@@ -154,6 +154,8 @@ def create_app(
             events = await runtime.submit(command)
         except Busy as exc:
             _fail(503, "busy", str(exc))
+        except Unavailable as exc:
+            _fail(503, "journal_unavailable", str(exc))
         if len(events) == 1 and isinstance(events[0], OrderRejected):
             reason = events[0].reason
             if reason in _NOT_FOUND:
@@ -301,7 +303,7 @@ def create_app(
         raw = request.args.get(name)
         if raw is None:
             return default
-        if not raw.isdigit() or not 0 < int(raw) <= maximum:
+        if not (raw.isascii() and raw.isdigit()) or not 0 < int(raw) <= maximum:
             _fail(400, f"invalid_{name}", f"{name} must be an integer in 1..{maximum}", name)
         return int(raw)
 
@@ -321,7 +323,10 @@ def create_app(
 
     @app.get("/healthz")
     async def healthz() -> Response:
-        return _json({"status": "ok", "last_seq": engine.last_seq})
+        if runtime.failure is not None:
+            return _json({"status": "degraded", "order_entry": False,
+                          "error": str(runtime.failure), "last_seq": engine.last_seq})
+        return _json({"status": "ok", "order_entry": True, "last_seq": engine.last_seq})
 
     @app.get("/stats")
     async def get_stats() -> Response:

@@ -2,18 +2,28 @@
 
 Rules of this module:
 
-* Only the engine task calls :meth:`engine.Engine.apply`. It stamps each
-  command with the next sequence number and the wall-clock time, applies it,
-  hands the events to the fan-out, and only then answers the submitter, so a
-  client never sees its REST answer before the stream could have it.
+* Only the engine task calls :meth:`engine.Engine.apply`. It takes every
+  command waiting in its channel as one batch, stamps each with the next
+  sequence number and the wall-clock time, appends the batch to the journal
+  (write-ahead: one write and, per the fsync policy, one fsync for the whole
+  batch), and only then applies the commands, hands their events to the
+  fan-out and answers the submitters. Nothing reaches a client or a stream
+  before it is durable, and the engine never holds a command the journal lacks.
 * Other tasks read the engine (queries are synchronous and never mutate).
 * The command channel is bounded (``engine.command_queue_size``). When it is
-  full, :meth:`EngineRuntime.submit` raises :class:`Busy` at once instead of
-  queueing without limit; REST answers 503.
+  full, :meth:`EngineRuntime.submit` raises :class:`Busy` at once.
+* When a journal write or fsync fails, the runtime stops accepting commands
+  for good (:class:`Unavailable`, REST 503) and logs it loudly; queries and
+  streams keep working. Only a restart, which recovers from the journal,
+  resumes trading.
+* Every ``snapshot_every`` commands the engine task encodes a snapshot and
+  hands it to the snapshot task (a channel of one: when the previous snapshot
+  is still being written, this one is skipped and retried after the next batch).
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 
@@ -21,21 +31,32 @@ import msgspec
 import trio
 
 from engine import Command, Engine, Event, OrderRejected, PlaceOrder
+from engine._journal import encode_record, encode_snapshot
 from gateway._hub import Hub
+from gateway._journal import Fsync, JournalWriter, write_snapshot
 from gateway._stats import Stats
+
+log = logging.getLogger("trade_engine.gateway")
+
+_MAX_BATCH = 1024
 
 
 class Busy(Exception):
     """The engine's command queue is full; try again shortly."""
 
 
+class Unavailable(Exception):
+    """The journal failed: no command can be made durable, so none is accepted."""
+
+
 class _Pending:
-    __slots__ = ("command", "done", "events")
+    __slots__ = ("command", "done", "error", "events")
 
     def __init__(self, command: Command) -> None:
         self.command = command
         self.done = trio.Event()
         self.events: list[Event] = []
+        self.error: Exception | None = None
 
 
 class EngineRuntime:
@@ -46,6 +67,8 @@ class EngineRuntime:
         hub: where events go after each command.
         queue_size: bound of the command channel.
         stats: counters to bump.
+        journal: the write-ahead journal, or None to run in memory only.
+        snapshot_every: commands between snapshots (0: never).
         clock: wall-clock nanoseconds for command timestamps.
     """
 
@@ -56,42 +79,122 @@ class EngineRuntime:
         *,
         queue_size: int,
         stats: Stats,
+        journal: JournalWriter | None = None,
+        snapshot_every: int = 0,
         clock: Callable[[], int] = time.time_ns,
     ) -> None:
         self.engine = engine
         self._hub = hub
         self._stats = stats
+        self._journal = journal
+        self._snapshot_every = snapshot_every if journal is not None else 0
+        self._last_snapshot = engine.last_seq
         self._clock = clock
+        self._failure: OSError | None = None
         self._send, self._receive = trio.open_memory_channel[_Pending](queue_size)
 
+    @property
+    def failure(self) -> OSError | None:
+        """The journal error that stopped order entry, if any."""
+        return self._failure
+
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """The engine task. Runs until cancelled."""
-        engine, hub, stats = self.engine, self._hub, self._stats
-        task_status.started()
+        """The engine task and the snapshot task. Runs until cancelled."""
+        send_snapshot, receive_snapshot = trio.open_memory_channel[tuple[int, bytes]](1)
+        try:
+            async with trio.open_nursery() as nursery:
+                if self._journal is not None:
+                    nursery.start_soon(self._write_snapshots, receive_snapshot)
+                task_status.started()
+                await self._apply_commands(send_snapshot)
+        finally:
+            if self._journal is not None:
+                self._journal.close()
+
+    async def _apply_commands(self, snapshots: trio.MemorySendChannel[tuple[int, bytes]]) -> None:
+        engine, journal, stats = self.engine, self._journal, self._stats
+        most = 1 if journal is not None and journal.fsync is Fsync.ALWAYS else _MAX_BATCH
         async with self._receive:
-            async for pending in self._receive:
-                seq = engine.last_seq + 1
-                command = pending.command
-                if type(command) is PlaceOrder and command.order_id == 0:
-                    # The gateway names orders: an order's id is its command's seq.
-                    command = msgspec.structs.replace(command, order_id=seq)
-                events = engine.apply(command, seq=seq, ts=self._clock())
-                stats.commands += 1
-                if len(events) == 1 and type(events[0]) is OrderRejected:
-                    stats.commands_rejected += 1
-                await hub.publish(events)
-                pending.events = events
-                pending.done.set()
+            async for first in self._receive:
+                batch = [first]
+                while len(batch) < most:
+                    try:
+                        batch.append(self._receive.receive_nowait())
+                    except trio.WouldBlock:
+                        break
+                if self._failure is not None:
+                    self._refuse(batch)
+                    continue
+                stamped = self._stamp(batch)
+                if journal is not None:
+                    data = b"".join(encode_record(seq, ts, command) for seq, ts, command in stamped)
+                    try:
+                        await trio.to_thread.run_sync(
+                            journal.append_blocking, data, stamped[-1][0] + 1)
+                    except OSError as exc:
+                        self._failure = exc
+                        log.critical("journal write failed, order entry stopped: %s", exc)
+                        self._refuse(batch)
+                        continue
+                for (seq, ts, command), pending in zip(stamped, batch, strict=True):
+                    events = engine.apply(command, seq=seq, ts=ts)
+                    stats.commands += 1
+                    if len(events) == 1 and type(events[0]) is OrderRejected:
+                        stats.commands_rejected += 1
+                    await self._hub.publish(events)
+                    pending.events = events
+                    pending.done.set()
+                if self._snapshot_every and (
+                    engine.last_seq - self._last_snapshot >= self._snapshot_every
+                ):
+                    try:
+                        snapshots.send_nowait((engine.last_seq, encode_snapshot(engine)))
+                        self._last_snapshot = engine.last_seq
+                    except trio.WouldBlock:
+                        pass  # the previous snapshot is still being written
+
+    def _stamp(self, batch: list[_Pending]) -> list[tuple[int, int, Command]]:
+        stamped: list[tuple[int, int, Command]] = []
+        seq = self.engine.last_seq
+        for pending in batch:
+            seq += 1
+            command = pending.command
+            if type(command) is PlaceOrder and command.order_id == 0:
+                # The gateway names orders: an order's id is its command's seq.
+                command = msgspec.structs.replace(command, order_id=seq)
+            stamped.append((seq, self._clock(), command))
+        return stamped
+
+    def _refuse(self, batch: list[_Pending]) -> None:
+        for pending in batch:
+            pending.error = Unavailable(f"the journal failed ({self._failure}); "
+                                        "order entry is stopped until a restart")
+            pending.done.set()
+
+    async def _write_snapshots(self, receive: trio.MemoryReceiveChannel[tuple[int, bytes]]) -> None:
+        assert self._journal is not None
+        directory = self._journal.directory
+        async for seq, data in receive:
+            try:
+                await trio.to_thread.run_sync(write_snapshot, directory, data, seq)
+            except OSError as exc:  # the journal still holds everything: log and go on
+                log.error("snapshot at seq %d failed: %s", seq, exc)
+            else:
+                log.info("snapshot written at seq %d (%d bytes)", seq, len(data))
 
     async def submit(self, command: Command) -> list[Event]:
-        """Have the engine apply ``command``; return its events.
+        """Have the engine apply ``command`` once it is durable; return its events.
 
         A :class:`engine.PlaceOrder` with ``order_id=0`` gets the command's
         sequence number as its id.
 
         Raises:
             Busy: the command queue is full; nothing was applied.
+            Unavailable: the journal failed; nothing was applied.
         """
+        if self._failure is not None:
+            raise Unavailable(f"the journal failed ({self._failure}); "
+                              "order entry is stopped until a restart")
         pending = _Pending(command)
         try:
             self._send.send_nowait(pending)
@@ -99,4 +202,6 @@ class EngineRuntime:
             self._stats.busy_rejections += 1
             raise Busy("the engine is busy; retry shortly") from None
         await pending.done.wait()
+        if pending.error is not None:
+            raise pending.error
         return pending.events

@@ -1,8 +1,9 @@
 """Wiring: the engine task, the fan-out tasks and both listeners in one nursery.
 
 Rules of this module: :func:`serve` is the whole server as one trio task
-tree. It starts, in order, the fan-out tasks, the engine task, the REST
-listener (hypercorn) and the WebSocket listener (trio-websocket), then reports
+tree. It recovers the engine from the journal, then starts, in order, the
+fan-out tasks, the engine task, the REST listener (hypercorn) and the
+WebSocket listener (trio-websocket), then reports
 a :class:`Gateway` handle through ``task_status``. It returns when cancelled,
 or after :meth:`Gateway.shutdown` has closed the connections gracefully (at
 most ``shutdown_grace_period`` seconds later).
@@ -21,6 +22,7 @@ from engine import Command, Engine, Event
 from gateway._auth import TokenVerifier
 from gateway._config import Config
 from gateway._hub import Hub
+from gateway._journal import JournalWriter, recover
 from gateway._rest import create_app
 from gateway._runtime import EngineRuntime
 from gateway._stats import Stats
@@ -100,11 +102,29 @@ async def serve(
         task_status: receives the :class:`Gateway` once both listeners accept.
     """
     stats = Stats()
-    engine = Engine(
-        config.markets,
-        order_history=config.engine.order_history,
-        trade_history=config.engine.trade_history,
-    )
+    journal: JournalWriter | None = None
+    if config.journal.enabled:
+        directory = config.journal_directory
+        recovery = await trio.to_thread.run_sync(lambda: recover(
+            directory, config.markets, order_history=config.engine.order_history,
+            trade_history=config.engine.trade_history,
+        ))
+        engine = recovery.engine
+        journal = JournalWriter(
+            directory, next_seq=engine.last_seq + 1, fsync=config.journal.fsync,
+            segment_bytes=config.journal.segment_bytes,
+        )
+        log.info(
+            "recovered from %s: snapshot at seq %d, %d commands replayed, last seq %d, "
+            "state hash %s", directory, recovery.snapshot_seq, recovery.replayed,
+            engine.last_seq, engine.state_hash(),
+        )
+    else:
+        engine = Engine(
+            config.markets,
+            order_history=config.engine.order_history,
+            trade_history=config.engine.trade_history,
+        )
     hub = Hub(
         engine.markets,
         depth_levels=config.websocket.depth_levels,
@@ -112,7 +132,10 @@ async def serve(
         queue_size=config.engine.fanout_queue_size,
         stats=stats,
     )
-    runtime = EngineRuntime(engine, hub, queue_size=config.engine.command_queue_size, stats=stats)
+    runtime = EngineRuntime(
+        engine, hub, queue_size=config.engine.command_queue_size, stats=stats,
+        journal=journal, snapshot_every=config.journal.snapshot_every,
+    )
     verifier = TokenVerifier.from_settings(config.auth, config.data_dir)
     ws = WebSocketGateway(
         hub, settings=config.websocket, verifier=verifier, stats=stats, symbols=engine.markets,

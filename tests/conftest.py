@@ -19,7 +19,15 @@ import pytest
 import trio
 from trio_websocket import WebSocketConnection, wrap_client_stream
 
-from gateway import Config, Gateway, WebSocketSettings, issue_token, serve
+from gateway import (
+    Config,
+    Fsync,
+    Gateway,
+    JournalSettings,
+    WebSocketSettings,
+    issue_token,
+    serve,
+)
 from gateway._auth import load_or_create_secret
 
 StartGateway = Callable[..., Awaitable[Gateway]]
@@ -27,10 +35,18 @@ StartGateway = Callable[..., Awaitable[Gateway]]
 
 @pytest.fixture
 def start_gateway(nursery: trio.Nursery, tmp_path: Path) -> StartGateway:
-    """Start a gateway; keyword arguments override Config fields (``websocket=`` too)."""
+    """Start a gateway; keyword arguments override Config fields (``websocket=`` too).
+
+    The journal is on, as in production, but not fsynced (``fsync = "off"``):
+    every record is still written, and the durability tests choose their own
+    policy. An fsync costs milliseconds on this disk.
+    """
 
     async def start(**overrides: Any) -> Gateway:
-        config = Config(rest_port=0, ws_port=0, data_dir=tmp_path / "data")
+        config = Config(
+            rest_port=0, ws_port=0, data_dir=tmp_path / "data",
+            journal=JournalSettings(fsync=Fsync.OFF),
+        )
         websocket = overrides.pop("websocket", None)
         if isinstance(websocket, dict):
             websocket = attrs.evolve(WebSocketSettings(), **websocket)

@@ -1,0 +1,255 @@
+"""The journal on disk: segment files, group commit, snapshots and recovery.
+
+Rules of this module (the byte formats are in ``engine/_journal.py``, the
+reasoning in ``docs/durability.md``):
+
+* The directory holds segments ``journal-<first seq>.log`` and snapshots
+  ``snapshot-<seq>.bin``. Only the newest segment is ever written; a new one
+  is started at every start-up and when the current one passes
+  ``segment_bytes``.
+* :meth:`JournalWriter.append` writes a batch of records with one ``write``
+  and, under ``fsync = "batch"`` or ``"always"``, one ``fsync``, in a worker
+  thread so the trio loop keeps running. It returns only once the batch is as
+  durable as the policy promises.
+* Snapshots are written to a temporary file, fsynced, renamed into place and
+  the directory fsynced; then older snapshots and the segments they cover are
+  deleted.
+* :func:`recover` = newest snapshot + replay of every later record through the
+  same pure engine. A torn last record is truncated with a warning; damage
+  anywhere else stops start-up with :class:`JournalError` naming the file and
+  the offset.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Iterable
+from enum import StrEnum
+from itertools import pairwise
+from pathlib import Path
+
+import attrs
+
+from engine import Engine, MarketSpec
+from engine._journal import (
+    SEGMENT_MAGIC,
+    CorruptJournal,
+    Record,
+    TornTail,
+    decode_snapshot,
+    read_records,
+)
+
+log = logging.getLogger("trade_engine.journal")
+
+SEGMENT_GLOB = "journal-*.log"
+SNAPSHOT_GLOB = "snapshot-*.bin"
+
+
+class Fsync(StrEnum):
+    ALWAYS = "always"  # one fsync per command
+    BATCH = "batch"  # one fsync per group of commands (group commit)
+    OFF = "off"  # no fsync: survives a process crash, not a power cut
+
+
+class JournalError(Exception):
+    """The journal cannot be trusted; the message names the file and offset."""
+
+
+def segment_path(directory: Path, first_seq: int) -> Path:
+    return directory / f"journal-{first_seq:020d}.log"
+
+
+def snapshot_path(directory: Path, seq: int) -> Path:
+    return directory / f"snapshot-{seq:020d}.bin"
+
+
+def _seq_of(path: Path) -> int:
+    return int(path.name.split("-", 1)[1].split(".", 1)[0])
+
+
+def segments(directory: Path) -> list[Path]:
+    return sorted(directory.glob(SEGMENT_GLOB), key=_seq_of)
+
+
+def snapshots(directory: Path) -> list[Path]:
+    return sorted(directory.glob(SNAPSHOT_GLOB), key=_seq_of)
+
+
+def fsync_directory(directory: Path) -> None:
+    """Make a file creation, rename or deletion in ``directory`` durable."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@attrs.frozen
+class Recovery:
+    """What :func:`recover` found."""
+
+    engine: Engine
+    snapshot_seq: int  # 0 without a snapshot
+    records: int  # valid records read, including those the snapshot covers
+    replayed: int  # records applied after the snapshot
+    truncated: tuple[str, ...]  # one line per torn tail removed
+
+
+def recover(
+    directory: Path,
+    markets: Iterable[MarketSpec],
+    *,
+    order_history: int = 100_000,
+    trade_history: int = 1_000,
+    on_record: Callable[[Record, list[object]], None] | None = None,
+    repair: bool = True,
+) -> Recovery:
+    """Rebuild the engine from ``directory``: snapshot, then the journal tail.
+
+    Args:
+        directory: the journal directory (created when missing).
+        markets: the markets of a fresh engine (a snapshot brings its own).
+        on_record: called with each replayed record and its events.
+        repair: truncate a torn tail (False: leave the files untouched).
+
+    Raises:
+        JournalError: corruption before the tail, a gap in the sequence, a bad
+            snapshot; the message names the file and the offset.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    engine: Engine | None = None
+    snapshot_seq = 0
+    found = snapshots(directory)
+    if found:
+        newest = found[-1]
+        try:
+            engine = decode_snapshot(newest.read_bytes())
+        except CorruptJournal as exc:
+            raise JournalError(f"{newest}: {exc}") from None
+        snapshot_seq = engine.last_seq
+    if engine is None:
+        engine = Engine(markets, order_history=order_history, trade_history=trade_history)
+    records = replayed = 0
+    truncated: list[str] = []
+    files = segments(directory)
+    for index, path in enumerate(files):
+        last = index == len(files) - 1
+        data = path.read_bytes()
+        if not data.startswith(SEGMENT_MAGIC):
+            if last and SEGMENT_MAGIC.startswith(data[: len(SEGMENT_MAGIC)]):
+                truncated.append(f"{path}: removed a segment torn at creation")
+                if repair:
+                    path.unlink()
+                continue
+            raise JournalError(f"{path}: not a journal segment (bad magic) at offset 0")
+        try:
+            for item in read_records(data):
+                if isinstance(item, TornTail):
+                    if not last:
+                        raise JournalError(
+                            f"{path}: {item.reason} at offset {item.offset}, "
+                            "but later segments exist")
+                    truncated.append(
+                        f"{path}: truncated a torn tail at offset {item.offset} "
+                        f"({item.reason}, {len(data) - item.offset} bytes)")
+                    if repair:
+                        with path.open("r+b") as file:
+                            file.truncate(item.offset)
+                            os.fsync(file.fileno())
+                    break
+                records += 1
+                if item.seq <= engine.last_seq:
+                    continue  # covered by the snapshot
+                if item.seq != engine.last_seq + 1:
+                    raise JournalError(
+                        f"{path}: sequence gap, expected {engine.last_seq + 1}, "
+                        f"found {item.seq}")
+                events = engine.apply(item.command, seq=item.seq, ts=item.ts)
+                replayed += 1
+                if on_record is not None:
+                    on_record(item, list(events))
+        except CorruptJournal as exc:
+            raise JournalError(f"{path}: {exc}") from None
+    for line in truncated:
+        log.warning("journal recovery: %s", line)
+    return Recovery(engine, snapshot_seq, records, replayed, tuple(truncated))
+
+
+class JournalWriter:
+    """Appends record batches to the newest segment. Owned by the engine task.
+
+    ``append`` runs the blocking ``write`` and ``fsync`` in a worker thread;
+    only one append is ever in flight, because only the engine task calls it.
+    """
+
+    def __init__(
+        self, directory: Path, *, next_seq: int, fsync: Fsync, segment_bytes: int
+    ) -> None:
+        self.directory = directory
+        self.fsync = fsync
+        self._segment_bytes = segment_bytes
+        self._file = self._open_segment(next_seq)
+
+    def _open_segment(self, first_seq: int) -> int:
+        path = segment_path(self.directory, first_seq)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o644)
+        os.write(fd, SEGMENT_MAGIC)
+        if self.fsync is not Fsync.OFF:
+            os.fsync(fd)
+            fsync_directory(self.directory)
+        self._size = len(SEGMENT_MAGIC)
+        return fd
+
+    def append_blocking(self, data: bytes, next_seq: int) -> None:
+        """Write (and fsync per policy) ``data``; then rotate if the segment is full.
+
+        Raises:
+            OSError: the write or the fsync failed; nothing after this is durable.
+        """
+        view = memoryview(data)
+        while view:
+            written = os.write(self._file, view)
+            view = view[written:]
+        if self.fsync is not Fsync.OFF:
+            _fsync(self._file)
+        self._size += len(data)
+        if self._size >= self._segment_bytes:
+            old = self._file
+            self._file = self._open_segment(next_seq)
+            os.close(old)
+
+    def close(self) -> None:
+        try:
+            if self.fsync is not Fsync.OFF:
+                os.fsync(self._file)
+        finally:
+            os.close(self._file)
+
+
+def _fsync(fd: int) -> None:
+    """``os.fsync``; a seam for tests that inject disk errors."""
+    os.fsync(fd)
+
+
+def write_snapshot(directory: Path, engine_snapshot: bytes, seq: int) -> None:
+    """Atomically write a snapshot at ``seq``, then drop what it makes redundant."""
+    final = snapshot_path(directory, seq)
+    temporary = final.with_suffix(".tmp")
+    with temporary.open("wb") as file:
+        file.write(engine_snapshot)
+        file.flush()
+        os.fsync(file.fileno())
+    os.replace(temporary, final)
+    fsync_directory(directory)
+    for older in snapshots(directory):
+        if _seq_of(older) < seq:
+            older.unlink()
+    files = segments(directory)
+    # A segment is redundant when the next one starts at or before seq + 1:
+    # then all of its records are <= seq. The newest segment is never removed.
+    for path, following in pairwise(files):
+        if _seq_of(following) <= seq + 1:
+            path.unlink()
+    fsync_directory(directory)
