@@ -171,6 +171,5 @@ async def serve(
         nursery.cancel_scope.deadline = trio.current_time() + config.shutdown_grace_period
         ws.shutdown()
         http_stopped.set()
-        while ws.connection_count:
-            await trio.sleep(0.01)
+        await ws.wait_drained()
         nursery.cancel_scope.cancel()

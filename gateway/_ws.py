@@ -246,6 +246,7 @@ class WebSocketGateway:
         self._symbols = frozenset(symbols)
         self._connections: set[Connection] = set()
         self._accepting = True
+        self._drained = trio.Event()  # set once shut down and every connection has closed
 
     async def serve(
         self, host: str, port: int, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
@@ -269,6 +270,15 @@ class WebSocketGateway:
         farewell = _json({"type": "shutdown", "reason": "server shutting down"})
         for connection in list(self._connections):
             connection.close_soon(GOING_AWAY, "server shutting down", farewell)
+        self._check_drained()
+
+    async def wait_drained(self) -> None:
+        """Return once :meth:`shutdown` was called and the last connection has closed."""
+        await self._drained.wait()
+
+    def _check_drained(self) -> None:
+        if not self._accepting and not self._connections:
+            self._drained.set()
 
     @property
     def connection_count(self) -> int:
@@ -339,3 +349,4 @@ class WebSocketGateway:
         finally:
             self._connections.discard(connection)
             self._stats.connections -= 1
+            self._check_drained()

@@ -90,7 +90,8 @@ async def open_ws(url: str) -> AsyncIterator[WebSocketConnection]:
     handing it to the public ``wrap_client_stream`` avoids that.
     """
     parts = urlsplit(url)
-    assert parts.hostname is not None and parts.port is not None
+    assert parts.hostname is not None
+    assert parts.port is not None
     resource = parts.path + ("?" + parts.query if parts.query else "")
     stream = await trio.open_tcp_stream(parts.hostname, parts.port)
     try:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import attrs
+import pytest
 import trio
 from trio_websocket import ConnectionClosed
 
@@ -99,13 +100,9 @@ async def test_every_protocol_example_matches_a_live_message(gateway, http, toke
 
         gateway.shutdown()
         real["shutdown"] = await next_of(general, "shutdown")
-        with trio.fail_after(5):
-            while True:
-                try:
-                    await general.get_message()
-                except ConnectionClosed as closed:
-                    assert closed.reason.code == 1001
-                    break
+        with trio.fail_after(5), pytest.raises(ConnectionClosed) as closed:
+            await general.get_message()
+        assert closed.value.reason.code == 1001
 
     assert set(real) == set(examples)
     for name, documented in examples.items():
