@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import tomllib
 from collections.abc import Mapping
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +40,7 @@ def default_data_dir() -> Path:
 
 
 def _positive(_instance: object, attribute: attrs.Attribute[Any], value: float) -> None:
-    if value <= 0:
+    if not value > 0:  # also refuses NaN
         raise ValueError(f"{attribute.name} must be positive, got {value}")
 
 
@@ -137,14 +138,28 @@ def _converter() -> cattrs.Converter:
     def structure_market(value: Any, _type: type) -> MarketSpec:
         if not isinstance(value, Mapping):
             raise ValueError("a market must be a table")
-        fields = {a.name for a in attrs.fields(MarketSpec)}
-        extra = set(value) - fields
+        fields = {a.name: a for a in attrs.fields(MarketSpec)}
+        extra = set(value) - set(fields)
         if extra:
             raise ValueError(f"unknown market keys: {sorted(extra)}")
-        fields_as_given: dict[str, Any] = {
-            k: v if k == "fee_precision" else str(v) for k, v in value.items()
-        }
-        return MarketSpec(**fields_as_given)
+        missing = [name for name, a in fields.items()
+                   if a.default is attrs.NOTHING and name not in value]
+        if missing:
+            raise ValueError(f"missing market keys: {missing}")
+        given: dict[str, Any] = {}
+        for key, raw in value.items():
+            if key in ("symbol", "base", "quote"):
+                if not isinstance(raw, str) or not raw:
+                    raise ValueError(f"market {key} must be a non-empty string")
+                given[key] = raw
+            elif key == "fee_precision":
+                given[key] = structure_int(raw, int)
+            else:
+                try:
+                    given[key] = Decimal(str(raw))
+                except InvalidOperation:
+                    raise ValueError(f"market {key} must be a decimal, got {raw!r}") from None
+        return MarketSpec(**given)
 
     def structure_float(value: Any, _type: type) -> float:
         if isinstance(value, bool) or not isinstance(value, (int, float, str)):

@@ -26,6 +26,7 @@ from engine import (
     CancelAllOrders,
     CancelOrder,
     Command,
+    MAX_UNITS,
     Event,
     MarketSpec,
     Order,
@@ -164,7 +165,7 @@ def create_app(
         return events
 
     def own_order(order_id: int, user_id: str) -> Order:
-        order = engine.order(order_id)
+        order = engine.order(order_id) if order_id <= MAX_UNITS else None
         if order is None or order.user_id != user_id:
             _fail(404, "order_not_found", "no such order")
         return order
@@ -275,6 +276,7 @@ def create_app(
     @app.delete("/api/v1/orders/<int:order_id>")
     async def cancel_order(order_id: int) -> Response:
         user_id = user()
+        own_order(order_id, user_id)  # 404 before queueing a command that cannot succeed
         await submit(CancelOrder(order_id=order_id, user_id=user_id))
         order = own_order(order_id, user_id)
         return _json(order_json(order, markets[order.symbol]))

@@ -125,9 +125,11 @@ class EngineRuntime:
                 if self._failure is not None:
                     self._refuse(batch)
                     continue
-                stamped = self._stamp(batch)
+                stamped, batch, records = self._stamp(batch)
+                if not stamped:
+                    continue
                 if journal is not None:
-                    data = b"".join(encode_record(seq, ts, command) for seq, ts, command in stamped)
+                    data = b"".join(records)
                     try:
                         await trio.to_thread.run_sync(
                             journal.append_blocking, data, stamped[-1][0] + 1)
@@ -153,17 +155,34 @@ class EngineRuntime:
                     except trio.WouldBlock:
                         pass  # the previous snapshot is still being written
 
-    def _stamp(self, batch: list[_Pending]) -> list[tuple[int, int, Command]]:
+    def _stamp(
+        self, batch: list[_Pending]
+    ) -> tuple[list[tuple[int, int, Command]], list[_Pending], list[bytes]]:
+        """Number and encode each command; refuse (alone) any that cannot be journaled.
+
+        Returns the stamped commands, their submitters and their journal records.
+        """
         stamped: list[tuple[int, int, Command]] = []
+        kept: list[_Pending] = []
+        records: list[bytes] = []
         seq = self.engine.last_seq
         for pending in batch:
-            seq += 1
             command = pending.command
             if type(command) is PlaceOrder and command.order_id == 0:
                 # The gateway names orders: an order's id is its command's seq.
-                command = msgspec.structs.replace(command, order_id=seq)
-            stamped.append((seq, self._clock(), command))
-        return stamped
+                command = msgspec.structs.replace(command, order_id=seq + 1)
+            ts = self._clock()
+            try:
+                record = encode_record(seq + 1, ts, command)
+            except (msgspec.EncodeError, OverflowError, TypeError) as exc:
+                pending.error = ValueError(f"the command cannot be journaled: {exc}")
+                pending.done.set()
+                continue
+            seq += 1
+            stamped.append((seq, ts, command))
+            kept.append(pending)
+            records.append(record)
+        return stamped, kept, records
 
     def _refuse(self, batch: list[_Pending]) -> None:
         for pending in batch:
@@ -191,6 +210,8 @@ class EngineRuntime:
         Raises:
             Busy: the command queue is full; nothing was applied.
             Unavailable: the journal failed; nothing was applied.
+            ValueError: the command holds values no journal record can carry
+                (an integer past 64 bits, a non-string id); nothing was applied.
         """
         if self._failure is not None:
             raise Unavailable(f"the journal failed ({self._failure}); "
