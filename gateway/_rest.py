@@ -22,11 +22,11 @@ from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
 from engine import (
+    MAX_UNITS,
     AmendOrder,
     CancelAllOrders,
     CancelOrder,
     Command,
-    MAX_UNITS,
     Event,
     MarketSpec,
     Order,
