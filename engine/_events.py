@@ -4,16 +4,20 @@ Rules of this module:
 
 * Every event carries the ``seq`` and ``ts`` of the command that caused it.
 * The list returned for one command is its complete, ordered effect: lifecycle
-  events first (accepted or amended, then each trade followed by the maker's
-  and the taker's fill, then cancellations), then one ``BookLevelChanged`` per
-  touched price level, then at most one ``TopOfBookChanged`` per market.
-  Nothing about the engine changes that is not in that list.
+  events first, in the order they happen (accepted or amended; each trade
+  followed by the maker's and the taker's fill; a resting order cancelled by
+  self-trade prevention at the point the taker met it; the taker's own
+  cancellation last), then one ``BookLevelChanged`` per price level the
+  command touched (with its total, which may be unchanged), then at most one
+  ``TopOfBookChanged`` per market. Nothing about the engine changes that is
+  not in that list.
 * Events are produced incrementally by the matching code, never by rescanning
   a book, so their cost is proportional to what the command did.
 * Events may be built with keywords (recommended outside the engine); the
-  engine builds them positionally, at one call site per event type, because
+  engine builds them positionally, at a few commented call sites, because
   keyword construction of a 13-field struct costs four times as much. Tests
-  check every field by name, so a field order slip cannot pass unnoticed.
+  check every field of every event by name, so a field order slip cannot
+  pass unnoticed.
 * Amounts are integers: prices in ticks, quantities in lots, fees in units of
   ``10 ** -fee_precision`` of the quote asset (see :class:`engine.MarketSpec`).
 """
@@ -95,7 +99,7 @@ class OrderRejected(msgspec.Struct, frozen=True, gc=False):
 
     seq: int
     ts: int
-    command: str  # "place", "cancel", "cancel_all" or "amend"
+    command: str  # "place", "cancel", "cancel_all", "amend", or "unknown"
     symbol: str | None
     order_id: int | None
     user_id: str
