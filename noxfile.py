@@ -64,3 +64,15 @@ def bench_engine(session: nox.Session) -> None:
     """
     session.install(".", "matching-engine==0.1.1", "pyorderbook==0.4.9")
     session.run("python", "-m", "bench.engine", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def bench_journal(session: nox.Session) -> None:
+    """Commands/s through engine + journal per fsync policy; see bench/README.md, "Journal".
+
+    Runs on the default Python (3.11): it needs only the project, no PyPI peers.
+    Writes bench/results/journal.json. Arguments after ``--`` go to the benchmark,
+    e.g. ``nox -s bench_journal -- --rounds 5`` or ``-- --count 100000``.
+    """
+    session.install(".")
+    session.run("python", "-m", "bench.journal", *session.posargs)

@@ -108,7 +108,8 @@ def read_records(data: bytes, start: int = len(SEGMENT_MAGIC)) -> Iterator[Recor
             raise CorruptJournal("impossible record length", offset)
         payload = data[body:body + length]
         if length == 0 or zlib.crc32(payload) != crc:
-            if body + length == end or _only_zeros(data, offset):
+            # Torn: nothing but zeros from the bad record (or from its end) on.
+            if _only_zeros(data, offset) or _only_zeros(data, body + length):
                 yield TornTail(offset, "checksum mismatch in the last record")
                 return
             raise CorruptJournal("checksum mismatch", offset)

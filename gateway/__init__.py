@@ -20,6 +20,7 @@ from gateway._config import Config as Config
 from gateway._config import ConfigError as ConfigError
 from gateway._config import EngineSettings as EngineSettings
 from gateway._config import JournalSettings as JournalSettings
+from gateway._config import LimitSettings as LimitSettings
 from gateway._config import WebSocketSettings as WebSocketSettings
 from gateway._config import load_config as load_config
 from gateway._journal import Fsync as Fsync
@@ -41,6 +42,7 @@ __all__ = [
     "Gateway",
     "JournalError",
     "JournalSettings",
+    "LimitSettings",
     "TokenVerifier",
     "Unavailable",
     "WebSocketSettings",

@@ -110,6 +110,27 @@ class JournalSettings:
 
 
 @attrs.frozen(kw_only=True)
+class LimitSettings:
+    max_connections_per_ip: int = attrs.field(default=1000, validator=_positive)
+    """Open WebSocket connections from one IP address; more get HTTP 429."""
+    max_connections_per_user: int = attrs.field(default=50, validator=_positive)
+    """Open WebSocket connections with one user's token; more get HTTP 429."""
+    connections_per_second_per_ip: float = attrs.field(default=100.0, validator=_positive)
+    """New WebSocket connections per second from one IP (token bucket rate)."""
+    connection_burst_per_ip: int = attrs.field(default=200, validator=_positive)
+    messages_per_second: float = attrs.field(default=20.0, validator=_positive)
+    """Client messages per second on one connection (token bucket rate)."""
+    message_burst: int = attrs.field(default=50, validator=_positive)
+    """Messages a connection may send at once; past it, ``rate_limited`` errors,
+    and this many refused in a row close the connection with 4029."""
+    rest_requests_per_second: float = attrs.field(default=50.0, validator=_positive)
+    """Authenticated REST requests per second per user; more get 429 + Retry-After."""
+    rest_burst: int = attrs.field(default=100, validator=_positive)
+    allowed_origins: tuple[str, ...] = ()
+    """WebSocket ``Origin`` values accepted; empty accepts any (logged at start)."""
+
+
+@attrs.frozen(kw_only=True)
 class Config:
     host: str = "127.0.0.1"
     rest_port: int = attrs.field(default=8080, validator=_port)
@@ -126,6 +147,7 @@ class Config:
     auth: AuthSettings = attrs.field(factory=AuthSettings)
     engine: EngineSettings = attrs.field(factory=EngineSettings)
     journal: JournalSettings = attrs.field(factory=JournalSettings)
+    limits: LimitSettings = attrs.field(factory=LimitSettings)
 
     @property
     def journal_directory(self) -> Path:

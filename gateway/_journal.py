@@ -208,17 +208,34 @@ class JournalWriter:
         Raises:
             OSError: the write or the fsync failed; nothing after this is durable.
         """
-        view = memoryview(data)
-        while view:
-            written = os.write(self._file, view)
-            view = view[written:]
-        if self.fsync is not Fsync.OFF:
-            _fsync(self._file)
+        try:
+            view = memoryview(data)
+            while view:
+                written = os.write(self._file, view)
+                view = view[written:]
+            if self.fsync is not Fsync.OFF:
+                _fsync(self._file)
+        except OSError:
+            self._cut_back()
+            raise
         self._size += len(data)
         if self._size >= self._segment_bytes:
             old = self._file
             self._file = self._open_segment(next_seq)
             os.close(old)
+
+    def _cut_back(self) -> None:
+        """After a failed append, remove what it may have written (best effort).
+
+        Its commands are refused, so they must not come back at the next start.
+        If the disk refuses even this, the log says they may.
+        """
+        try:
+            os.ftruncate(self._file, self._size)
+            _fsync(self._file)
+        except OSError as exc:
+            log.critical("could not cut a refused batch from the journal (%s): its commands "
+                         "may be replayed at the next start", exc)
 
     def close(self) -> None:
         try:

@@ -163,6 +163,12 @@ class DepthBook:
         # Sorted so that the best price is last: bids by price, asks by -price.
         self._keys: dict[Side, list[int]] = {Side.BUY: [], Side.SELL: []}
 
+    def load(self, bids: list[tuple[int, int]], asks: list[tuple[int, int]]) -> None:
+        """Start from an existing book (after recovery); ``seq`` stays where it is."""
+        for side, levels in ((Side.BUY, bids), (Side.SELL, asks)):
+            for price, quantity in levels:
+                self._set(side, price, quantity)
+
     def top(self, side: Side, levels: int | None = None) -> list[tuple[int, int]]:
         """``(price, quantity)`` of the best levels of a side, best first."""
         count = self.levels if levels is None else levels
@@ -215,8 +221,9 @@ class DepthBook:
         return zlib.crc32("".join(parts).encode("ascii"))
 
     def _levels(self, levels: list[tuple[int, int]]) -> list[list[str]]:
+        """``[price, quantity]`` strings; a level that left the window has quantity ``"0"``."""
         spec = self.spec
-        return [[spec.format_price(p), spec.format_quantity(q)] for p, q in levels]
+        return [[spec.format_price(p), spec.format_quantity(q) if q else "0"] for p, q in levels]
 
     def _set(self, side: Side, price: int, quantity: int) -> None:
         qty, keys = self._qty[side], self._keys[side]

@@ -44,6 +44,7 @@ class ErrorCode(StrEnum):
     ALREADY_SUBSCRIBED = "already_subscribed"
     NOT_SUBSCRIBED = "not_subscribed"
     MESSAGE_TOO_LARGE = "message_too_large"
+    RATE_LIMITED = "rate_limited"
 
 
 Channel = tuple[Stream, str | None]

@@ -13,10 +13,12 @@ Rules of this module:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any, NoReturn
 
 import msgspec
+import trio
 from quart import Quart, Response, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
@@ -43,7 +45,9 @@ from engine import (
 )
 from gateway import _messages as messages
 from gateway._auth import AuthError, TokenVerifier
+from gateway._config import LimitSettings
 from gateway._hub import Hub
+from gateway._limits import KeyedBuckets
 from gateway._protocol import normalize_symbol
 from gateway._runtime import Busy, EngineRuntime, Unavailable
 from gateway._stats import Stats, prometheus_text
@@ -73,9 +77,13 @@ _AMEND_FIELDS = frozenset({"price", "quantity"})
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, code: str, message: str, field: str | None = None) -> None:
+    def __init__(
+        self, status: int, code: str, message: str, field: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
         super().__init__(message)
         self.status, self.code, self.message, self.field = status, code, message, field
+        self.retry_after = retry_after
 
 
 def _json(body: Any, status: int = 200) -> Response:
@@ -110,6 +118,7 @@ def create_app(
     *,
     verifier: TokenVerifier,
     stats: Stats,
+    limits: LimitSettings,
     max_request_body: int,
     public_trade_user_ids: bool,
     connection_count: Callable[[], int],
@@ -119,6 +128,7 @@ def create_app(
     app.config["MAX_CONTENT_LENGTH"] = max_request_body
     engine = runtime.engine
     markets = engine.markets
+    buckets = KeyedBuckets(limits.rest_requests_per_second, limits.rest_burst)
 
     def user() -> str:
         header = request.headers.get("Authorization", "")
@@ -126,9 +136,15 @@ def create_app(
         if scheme.lower() != "bearer" or not token:
             _fail(401, "unauthorized", "send Authorization: Bearer <token>")
         try:
-            return verifier.verify(token.strip()).user_id
+            user_id = verifier.verify(token.strip()).user_id
         except AuthError as exc:
             _fail(401, "unauthorized", str(exc))
+        now = trio.current_time()
+        if not buckets.take(user_id, now):
+            stats.rest_rate_limited += 1
+            raise ApiError(429, "rate_limited", "too many requests; slow down",
+                           retry_after=buckets.retry_after(user_id, now))
+        return user_id
 
     def market(symbol: str, field: str = "symbol") -> MarketSpec:
         spec = markets.get(normalize_symbol(symbol))
@@ -195,8 +211,11 @@ def create_app(
 
     @app.errorhandler(ApiError)
     async def api_error(error: ApiError) -> Response:
-        return _json({"error": {"code": error.code, "message": error.message,
-                                "field": error.field}}, error.status)
+        response = _json({"error": {"code": error.code, "message": error.message,
+                                    "field": error.field}}, error.status)
+        if error.retry_after is not None:
+            response.headers["Retry-After"] = str(max(1, math.ceil(error.retry_after)))
+        return response
 
     @app.errorhandler(HTTPException)
     async def http_error(error: HTTPException) -> Response:

@@ -132,16 +132,27 @@ async def serve(
         queue_size=config.engine.fanout_queue_size,
         stats=stats,
     )
+    for symbol, book in hub.depth.items():  # the depth stream starts from the recovered book
+        depth = engine.depth(symbol)
+        book.load([(lv.price, lv.quantity) for lv in depth.bids],
+                  [(lv.price, lv.quantity) for lv in depth.asks])
     runtime = EngineRuntime(
         engine, hub, queue_size=config.engine.command_queue_size, stats=stats,
         journal=journal, snapshot_every=config.journal.snapshot_every,
     )
     verifier = TokenVerifier.from_settings(config.auth, config.data_dir)
     ws = WebSocketGateway(
-        hub, settings=config.websocket, verifier=verifier, stats=stats, symbols=engine.markets,
+        hub, settings=config.websocket, limits=config.limits, verifier=verifier, stats=stats,
+        symbols=engine.markets,
     )
+    if config.limits.allowed_origins:
+        log.info("WebSocket Origin allowed: %s", ", ".join(config.limits.allowed_origins))
+    else:
+        log.info("WebSocket Origin: any origin is accepted "
+                 "(set limits.allowed_origins to restrict browsers)")
     app = create_app(
         runtime, hub, verifier=verifier, stats=stats, max_request_body=config.max_request_body,
+        limits=config.limits,
         public_trade_user_ids=config.public_trade_user_ids,
         connection_count=lambda: ws.connection_count,
     )

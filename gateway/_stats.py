@@ -31,6 +31,11 @@ class Stats:
     commands: int = 0
     commands_rejected: int = 0
     busy_rejections: int = 0
+    connections_refused: Counter[str] = attrs.field(factory=Counter)  # by reason
+    messages_rate_limited: int = 0
+    rate_limit_disconnects: int = 0
+    token_expirations: int = 0
+    rest_rate_limited: int = 0
 
     def as_json(self, subscriptions: dict[str, int]) -> dict[str, Any]:
         return {
@@ -47,6 +52,11 @@ class Stats:
             "commands": self.commands,
             "commands_rejected": self.commands_rejected,
             "busy_rejections": self.busy_rejections,
+            "connections_refused": dict(self.connections_refused),
+            "messages_rate_limited": self.messages_rate_limited,
+            "rate_limit_disconnects": self.rate_limit_disconnects,
+            "token_expirations": self.token_expirations,
+            "rest_rate_limited": self.rest_rate_limited,
         }
 
 
@@ -70,6 +80,12 @@ class _StatsCollector(Collector):
         for stream, count in sorted(s.messages_sent.items()):
             sent.add_metric([stream], count)
         yield sent
+        refused = CounterMetricFamily(
+            "trade_engine_ws_connections_refused", "Upgrade requests refused by limit.",
+            labels=["reason"])
+        for reason, count in sorted(s.connections_refused.items()):
+            refused.add_metric([reason], count)
+        yield refused
         for name, doc, value in (
             ("ws_connections_opened", "WebSocket connections accepted.", s.connections_total),
             ("ws_messages_dropped", "Messages not delivered to a closing client.",
@@ -83,6 +99,11 @@ class _StatsCollector(Collector):
             ("commands_rejected", "Commands the engine rejected.", s.commands_rejected),
             ("busy_rejections", "Commands refused because the queue was full.",
              s.busy_rejections),
+            ("ws_messages_rate_limited", "Client messages refused by the rate limit.",
+             s.messages_rate_limited),
+            ("ws_rate_limit_disconnects", "Clients closed with 4029.", s.rate_limit_disconnects),
+            ("ws_token_expirations", "Clients closed with 4003.", s.token_expirations),
+            ("rest_rate_limited", "REST requests answered 429.", s.rest_rate_limited),
         ):
             yield CounterMetricFamily(f"trade_engine_{name}", doc, value=value)
 

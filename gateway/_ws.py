@@ -10,7 +10,11 @@ Rules of this module:
 * The queue holds pre-encoded messages; when it is full the fan-out asks the
   connection to close with 4008 (slow consumer) and nobody waits for it.
 * Close codes: 1000 normal, 1001 server shutdown (after a ``shutdown``
-  message), 1009 message too big, 4008 slow consumer, 4009 heartbeat timeout.
+  message), 1009 message too big, 4003 token expired, 4008 slow consumer,
+  4009 heartbeat timeout, 4029 message rate limit.
+* Before accepting, the handshake checks, in order: the ``Origin`` list, the
+  new-connection rate and the connection count of the client's IP, the token,
+  the endpoint, and the connection count of the token's user.
 * Nothing a client sends can escape the handler: an exception there would
   stop trio-websocket's server for everyone.
 """
@@ -18,6 +22,7 @@ Rules of this module:
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Collection
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -28,8 +33,9 @@ import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest, serve_websocket
 
 from gateway._auth import AuthError, Identity, TokenVerifier
-from gateway._config import WebSocketSettings
+from gateway._config import LimitSettings, WebSocketSettings
 from gateway._hub import SLOW_CONSUMER, Hub
+from gateway._limits import Counts, KeyedBuckets, TokenBucket
 from gateway._protocol import (
     ErrorCode,
     Ping,
@@ -49,11 +55,16 @@ log = logging.getLogger("trade_engine.gateway")
 
 NORMAL_CLOSURE = 1000
 GOING_AWAY = 1001
+TOKEN_EXPIRED = 4003
 HEARTBEAT_TIMEOUT = 4009
+RATE_LIMITED = 4029
 # trio-websocket closes with 1009 past this multiple of max_message_size; between
 # the two limits the client gets a ``message_too_large`` error and stays connected.
 _HARD_SIZE_FACTOR = 4
 _CLOSE_TIMEOUT = 2.0
+# When a connection is told to close, a send in progress gets this long to finish
+# its frame; after that the frame is torn and the TCP connection is aborted.
+_SEND_GRACE = 0.5
 
 _encode = msgspec.json.Encoder().encode
 
@@ -72,11 +83,17 @@ class Connection:
         *,
         hub: Hub,
         settings: WebSocketSettings,
+        limits: LimitSettings,
         stats: Stats,
         symbols: Collection[str],
     ) -> None:
         self._ws = ws
+        self._identity = identity
         self.user_id = None if identity is None else identity.user_id
+        self._bucket = TokenBucket(limits.messages_per_second, limits.message_burst,
+                                   trio.current_time())
+        self._refused_in_a_row = 0
+        self._max_refused = limits.message_burst
         self._hub = hub
         self._settings = settings
         self._stats = stats
@@ -86,6 +103,8 @@ class Connection:
         self._scope = trio.CancelScope()
         self._closing: tuple[int, str] | None = None
         self._farewell: str | None = None
+        self._torn = False  # a send timed out mid-frame: no close frame may follow
+        self._sending: trio.CancelScope | None = None  # the send in progress, if any
         self._last_heard = trio.current_time()
 
     # ---------------------------------------------- called by other tasks
@@ -104,8 +123,15 @@ class Connection:
             return
         self._closing = (code, reason)
         self._farewell = farewell
+        if self._sending is not None:
+            self._sending.deadline = min(self._sending.deadline,
+                                         trio.current_time() + _SEND_GRACE)
         if code == SLOW_CONSUMER:
             self._stats.slow_consumer_disconnects += 1
+        elif code == RATE_LIMITED:
+            self._stats.rate_limit_disconnects += 1
+        elif code == TOKEN_EXPIRED:
+            self._stats.token_expirations += 1
         self._scope.cancel()
 
     # --------------------------------------------------------- lifetime
@@ -118,6 +144,8 @@ class Connection:
                     nursery.start_soon(self._reader)
                     nursery.start_soon(self._writer)
                     nursery.start_soon(self._heartbeat)
+                    if self._identity is not None:
+                        nursery.start_soon(self._expire, self._identity.expires_at)
                     for stream, symbol in auto_subscribe:
                         self._subscribe(stream, symbol, None)
         finally:
@@ -129,6 +157,9 @@ class Connection:
         code, reason = self._closing or (NORMAL_CLOSURE, "")
         with trio.move_on_after(_CLOSE_TIMEOUT) as scope:
             scope.shield = True
+            if self._torn:
+                await abort_transport(self._ws)
+                return
             try:
                 if self._farewell is not None:
                     await self._ws.send_message(self._farewell)
@@ -144,7 +175,16 @@ class Connection:
             except ConnectionClosed:
                 self._scope.cancel()
                 return
-            self._last_heard = trio.current_time()
+            now = self._last_heard = trio.current_time()
+            if not self._bucket.take(now):
+                self._stats.messages_rate_limited += 1
+                self._refused_in_a_row += 1
+                if self._refused_in_a_row > self._max_refused:
+                    self.close_soon(RATE_LIMITED, "message rate limit exceeded")
+                    return
+                self._refuse(ProtocolError(ErrorCode.RATE_LIMITED, "too many messages; slow down"))
+                continue
+            self._refused_in_a_row = 0
             if len(message) > limit:
                 self._refuse(ProtocolError(
                     ErrorCode.MESSAGE_TOO_LARGE, f"messages are limited to {limit} bytes"))
@@ -183,15 +223,28 @@ class Connection:
         timeout = self._settings.write_timeout
         async with self._receive:
             async for message in self._receive:
-                with trio.move_on_after(timeout) as scope:
+                # A frame is never cut by the connection's cancellation (the close
+                # frame must follow whole frames), only by write_timeout.
+                with trio.CancelScope(shield=True), trio.move_on_after(timeout) as scope:
+                    self._sending = scope
                     try:
                         await self._ws.send_message(message)
                     except ConnectionClosed:
                         self._scope.cancel()
                         return
+                    finally:
+                        self._sending = None
                 if scope.cancelled_caught:
+                    self._torn = True
                     self.close_soon(SLOW_CONSUMER, "write timeout")
                     return
+                if self._closing is not None:
+                    return
+
+    async def _expire(self, expires_at: float) -> None:
+        """Close the connection when its token expires: it may hold a private stream."""
+        await trio.sleep(max(0.0, expires_at - time.time()))
+        self.close_soon(TOKEN_EXPIRED, "token expired")
 
     async def _heartbeat(self) -> None:
         settings = self._settings
@@ -214,11 +267,24 @@ class Connection:
             self._last_heard = trio.current_time()
 
 
+async def abort_transport(ws: WebSocketConnection) -> None:
+    """Close the TCP connection under ``ws`` without a WebSocket close frame.
+
+    Needed after a send was cut mid-frame, when a close frame would land inside
+    the torn frame. trio-websocket 0.12 has no public abort, so this reaches its
+    private ``_stream``; ``tests/gateway/test_library_seams.py`` fails loudly if
+    that changes, and pyproject.toml pins trio-websocket below 0.13.
+    """
+    stream: trio.abc.Stream = ws._stream
+    await stream.aclose()
+
+
 @attrs.frozen
 class _Refusal:
     status: int
     code: str
     message: str
+    retry_after: float | None = None
 
 
 class WebSocketGateway:
@@ -235,12 +301,19 @@ class WebSocketGateway:
         hub: Hub,
         *,
         settings: WebSocketSettings,
+        limits: LimitSettings,
         verifier: TokenVerifier,
         stats: Stats,
         symbols: Collection[str],
     ) -> None:
         self._hub = hub
         self._settings = settings
+        self._limits = limits
+        self._origins = frozenset(limits.allowed_origins)
+        self._new_connections = KeyedBuckets(
+            limits.connections_per_second_per_ip, limits.connection_burst_per_ip)
+        self._per_ip = Counts()
+        self._per_user = Counts()
         self._verifier = verifier
         self._stats = stats
         self._symbols = frozenset(symbols)
@@ -325,28 +398,61 @@ class WebSocketGateway:
         except Exception:  # one client must never stop the listener for everyone
             log.exception("WebSocket handler failed")
 
+    def _admit(self, request: WebSocketRequest, ip: str) -> _Refusal | None:
+        """The per-IP checks made before the request is even routed."""
+        if not self._accepting:
+            return _Refusal(503, "shutting_down", "the server is shutting down")
+        if self._origins:
+            origin = dict(request.headers).get(b"origin", b"").decode("latin-1")
+            if origin not in self._origins:
+                return _Refusal(403, "origin_not_allowed", f"origin {origin!r} is not allowed")
+        now = trio.current_time()
+        if not self._new_connections.take(ip, now):
+            return _Refusal(429, "rate_limited", "too many new connections; slow down",
+                            self._new_connections.retry_after(ip, now))
+        if self._per_ip.get(ip) >= self._limits.max_connections_per_ip:
+            return _Refusal(429, "too_many_connections", "too many connections from this address")
+        return None
+
     async def _handle_request(self, request: WebSocketRequest) -> None:
-        route = self._route(request.path) if self._accepting else _Refusal(
-            503, "shutting_down", "the server is shutting down")
+        remote = request.remote
+        ip = str(getattr(remote, "address", remote))
+        route = self._admit(request, ip) or self._route(request.path)
+        if isinstance(route, tuple) and route[1] is not None and (
+            self._per_user.get(route[1].user_id) >= self._limits.max_connections_per_user
+        ):
+            route = _Refusal(429, "too_many_connections", "too many connections for this user")
         if isinstance(route, _Refusal):
             self._stats.handshakes_rejected += 1
+            self._stats.connections_refused[route.code] += 1
+            headers = [(b"content-type", b"application/json")]
+            if route.retry_after is not None:
+                headers.append((b"retry-after", str(max(1, round(route.retry_after))).encode()))
             body = _encode({"error": {"code": route.code, "message": route.message}})
-            await request.reject(
-                route.status, extra_headers=[(b"content-type", b"application/json")], body=body
-            )
+            await request.reject(route.status, extra_headers=headers, body=body)
             return
         auto_subscribe, identity = route
-        ws = await request.accept()
-        connection = Connection(
-            ws, identity, hub=self._hub, settings=self._settings, stats=self._stats,
-            symbols=self._symbols,
-        )
-        self._connections.add(connection)
-        self._stats.connections += 1
-        self._stats.connections_total += 1
+        user = None if identity is None else identity.user_id
+        # Counted before the handshake completes, so a burst cannot slip past the limits.
+        self._per_ip.add(ip)
+        if user is not None:
+            self._per_user.add(user)
         try:
-            await connection.run(auto_subscribe)
+            ws = await request.accept()
+            connection = Connection(
+                ws, identity, hub=self._hub, settings=self._settings, limits=self._limits,
+                stats=self._stats, symbols=self._symbols,
+            )
+            self._connections.add(connection)
+            self._stats.connections += 1
+            self._stats.connections_total += 1
+            try:
+                await connection.run(auto_subscribe)
+            finally:
+                self._connections.discard(connection)
+                self._stats.connections -= 1
+                self._check_drained()
         finally:
-            self._connections.discard(connection)
-            self._stats.connections -= 1
-            self._check_drained()
+            self._per_ip.remove(ip)
+            if user is not None:
+                self._per_user.remove(user)

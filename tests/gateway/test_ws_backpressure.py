@@ -1,0 +1,120 @@
+"""Backpressure and liveness: a client that stops reading or stops answering pings is closed.
+
+Seed scenario: PublishChannelFull. A stalled client must cost nobody else a message.
+"""
+
+from __future__ import annotations
+
+import json
+
+import trio
+from wsclient import (
+    PING,
+    TEXT,
+    TIMEOUT,
+    RawClient,
+    close_code,
+    open_client,
+    place,
+    stats,
+    wait_for_stats,
+)
+
+SMALL_QUEUE = {"send_queue_size": 8}
+
+
+async def trades_until_stalled_client_dropped(gateway, extra_after: int = 50) -> int:
+    """Trade one lot at a time until /stats shows the slow consumer gone, then some more."""
+    await place(gateway, "maker", "sell", "50000.00", "100")
+    count = 0
+    with trio.fail_after(TIMEOUT * 2):
+        while True:
+            await place(gateway, "taker", "buy", "50000.00", "0.001")
+            count += 1
+            if count % 20 == 0 and (await stats(gateway))["slow_consumer_disconnects"]:
+                break
+    for _ in range(extra_after):
+        await place(gateway, "taker", "buy", "50000.00", "0.001")
+    return count + extra_after
+
+
+async def test_stalled_client_is_dropped_while_others_get_everything(start_gateway):
+    gateway = await start_gateway(websocket=SMALL_QUEUE)
+    # A tiny receive buffer so that the stall reaches the server quickly.
+    stalled = await RawClient.connect(gateway, "/ws/trades", receive_buffer=4096)
+    received: list[int] = []
+    done = trio.Event()
+    total = 0
+
+    async with open_client(gateway, "/ws/trades") as healthy:
+        assert (await healthy.receive())["type"] == "subscribed"
+
+        async def read_all() -> None:
+            with trio.fail_after(TIMEOUT * 3):
+                while not done.is_set() or len(received) < total:
+                    received.append((await healthy.receive())["seq"])
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(read_all)
+            total = await trades_until_stalled_client_dropped(gateway)
+            done.set()
+        assert received == list(range(1, total + 1))
+        report = await wait_for_stats(gateway, lambda s: s["connections"] == 1)
+        assert report["slow_consumer_disconnects"] == 1
+        assert report["subscriptions"]["trades"] == 1
+        await healthy.ping()
+    await stalled.aclose()
+
+
+async def test_stalled_clients_are_closed_with_code_4008(start_gateway):
+    """Each stalled client, once it reads again, finds whole frames and then close 4008.
+
+    Several at once, because the failure this guards against (a send cut off
+    mid-frame by the cancellation, so the close frame lands inside a text frame)
+    depends on where each send was interrupted.
+    """
+    gateway = await start_gateway(websocket=SMALL_QUEUE)
+    stalled = [await RawClient.connect(gateway, "/ws/trades", receive_buffer=4096)
+               for _ in range(5)]
+    outcomes: list[int | str] = []
+    try:
+        await place(gateway, "maker", "sell", "50000.00", "100")
+        with trio.fail_after(TIMEOUT * 2):
+            while (await stats(gateway))["slow_consumer_disconnects"] < len(stalled):
+                for _ in range(20):
+                    await place(gateway, "taker", "buy", "50000.00", "0.001")
+        await trio.sleep(0.05)  # the server is now trying to send its close frame
+        for client in stalled:
+            try:
+                frames = await client.frames()
+            except AssertionError as exc:  # a frame cut off by the close
+                outcomes.append(str(exc))
+                continue
+            assert json.loads(frames[0][1])["type"] == "subscribed"
+            assert all(opcode == TEXT for opcode, _ in frames[:-1])
+            outcomes.append(close_code(frames))
+    finally:
+        for client in stalled:
+            await client.aclose()
+    assert outcomes == [4008] * len(stalled)
+
+
+async def test_a_client_that_never_answers_pings_is_closed_with_4009(start_gateway):
+    gateway = await start_gateway(websocket={"ping_interval": 0.2, "pong_timeout": 0.2})
+    silent = await RawClient.connect(gateway, "/ws")
+    async with open_client(gateway, "/ws/trades") as lively:
+        assert (await lively.receive())["type"] == "subscribed"
+        report = await wait_for_stats(gateway, lambda s: s["heartbeat_timeouts"] == 1)
+        assert report["connections"] in (1, 2)  # the silent one may still be closing
+        try:
+            frames = await silent.frames()  # pings, then the close frame
+        finally:
+            await silent.aclose()
+        assert frames[0][0] == PING
+        assert close_code(frames) == 4009
+        # The trio-websocket client answers pings: it outlives several intervals.
+        await trio.sleep(1.0)
+        await lively.ping()
+        report = await stats(gateway)
+    assert report["heartbeat_timeouts"] == 1
+    assert report["connections"] == 1
