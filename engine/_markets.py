@@ -15,6 +15,7 @@ Rules of this module:
 
 from __future__ import annotations
 
+import functools
 import re
 from decimal import Context, Decimal, Inexact
 from fractions import Fraction
@@ -124,18 +125,35 @@ class MarketSpec:
 
     # --- integer units -> decimal string (the way out) ------------------------
 
+    # Formatting is integer arithmetic only: a step is ``digits * 10 ** -places``,
+    # so ``n`` steps print as the integer ``n * digits`` with the point moved.
+
+    @functools.cached_property
+    def _price_step(self) -> tuple[int, int]:
+        return _fixed_point(self.tick_size)
+
+    @functools.cached_property
+    def _quantity_step(self) -> tuple[int, int]:
+        return _fixed_point(self.lot_size)
+
+    @functools.cached_property
+    def _notional_step(self) -> tuple[int, int]:
+        return _fixed_point(_EXACT.multiply(self.tick_size, self.lot_size))
+
     def format_price(self, ticks: int) -> str:
-        return _format(_EXACT.multiply(ticks, self.tick_size), _scale(self.tick_size))
+        digits, places = self._price_step
+        return _format(ticks * digits, places)
 
     def format_quantity(self, lots: int) -> str:
-        return _format(_EXACT.multiply(lots, self.lot_size), _scale(self.lot_size))
+        digits, places = self._quantity_step
+        return _format(lots * digits, places)
 
     def format_fee(self, units: int) -> str:
-        return _format(Decimal(units).scaleb(-self.fee_precision, _EXACT), self.fee_precision)
+        return _format(units, self.fee_precision)
 
     def format_notional(self, ticks: int, lots: int) -> str:
-        step = _EXACT.multiply(self.tick_size, self.lot_size)
-        return _format(_EXACT.multiply(ticks * lots, step), _scale(step))
+        digits, places = self._notional_step
+        return _format(ticks * lots * digits, places)
 
     # --- integer rules used by the matching code -----------------------------
 
@@ -168,8 +186,18 @@ def _ceil(value: Fraction) -> int:
     return -((-value.numerator) // value.denominator)
 
 
-def _format(value: Decimal, places: int) -> str:
-    return f"{value:.{places}f}"
+def _fixed_point(step: Decimal) -> tuple[int, int]:
+    """``(digits, places)`` with ``step == digits * 10 ** -places``, exactly."""
+    places = _scale(step)
+    return int(step.scaleb(places, _EXACT)), places
+
+
+def _format(scaled: int, places: int) -> str:
+    """The integer ``scaled * 10 ** -places`` as a decimal string with ``places`` decimals."""
+    if not places:
+        return str(scaled)
+    whole, fraction = divmod(abs(scaled), 10**places)
+    return f"{'-' if scaled < 0 else ''}{whole}.{fraction:0{places}d}"
 
 
 DEFAULT_MARKETS: Final = (

@@ -3,7 +3,7 @@
 Rules of this module:
 
 * One fan-out task per stream (orders, trades, orderbook, depth), each fed by
-  its own bounded memory channel of event batches (one batch per command).
+  its own bounded memory channel of event batches (one per batch of commands).
   When a fan-out channel is full the engine task waits: fan-out tasks never
   wait for a client, so this only happens when fan-out CPU falls behind.
 * A message is encoded once per channel and handed to each subscriber with
@@ -106,7 +106,10 @@ class Hub:
             task_status.started()
 
     async def publish(self, events: Sequence[Event]) -> None:
-        """Hand one command's events to the fan-out tasks that care (the engine task calls this)."""
+        """Hand a batch's events to the fan-out tasks that care (the engine task calls this).
+
+        Events keep their order; a depth update covers the whole batch.
+        """
         batches: dict[Stream, Batch] = defaultdict(list)
         for event in events:
             if isinstance(event, _ORDER_EVENTS):
@@ -154,10 +157,11 @@ class Hub:
         for event in batch:
             by_symbol[event.symbol].append(event)
         for symbol, changes in by_symbol.items():
-            update = self.depth[symbol].apply(changes)  # always: REST reads these books
+            book = self.depth[symbol]
+            diff = book.apply(changes)  # always: REST reads these books
             channel = (Stream.DEPTH, symbol)
-            if update is not None and channel in self._subscribers:
-                self._send(channel, update)
+            if diff is not None and channel in self._subscribers:
+                self._send(channel, book.update_message(diff))
 
     def _deliver(self, channel: Channel, message: dict[str, Any]) -> None:
         seq = self._seq[channel] = self._seq[channel] + 1

@@ -22,6 +22,8 @@ from bisect import insort
 from datetime import UTC, datetime
 from typing import Any
 
+import attrs
+
 from engine import (
     BookLevelChanged,
     MarketSpec,
@@ -147,6 +149,16 @@ def _checksum_part(text: str) -> str:
     return text.replace(".", "").lstrip("0")
 
 
+@attrs.frozen
+class DepthDiff:
+    """The levels of the window that changed, as ``(price, quantity)`` integers."""
+
+    seq: int
+    bids: list[tuple[int, int]]
+    asks: list[tuple[int, int]]
+    ts: int
+
+
 class DepthBook:
     """One market's L2 book as the depth stream sees it. Owned by the depth fan-out task.
 
@@ -176,32 +188,39 @@ class DepthBook:
         sign = 1 if side is Side.BUY else -1
         return [(k * sign, qty[k * sign]) for k in reversed(keys[-count:] if count else [])]
 
-    def apply(self, changes: list[BookLevelChanged]) -> Message | None:
-        """Apply one command's level changes; the ``depth_update`` for the window, if it moved.
+    def apply(self, changes: list[BookLevelChanged]) -> DepthDiff | None:
+        """Apply one command's level changes; what moved in the window, if anything.
 
-        The update lists every level of the window whose quantity changed, with
-        ``"0"`` for a level that left the window (removed, or pushed out by a
-        better one), so a client can apply it and truncate to ``levels``.
+        Integers only, and cheap when the change is outside the window: this
+        runs for every command, subscribed or not, because it keeps ``seq``.
+        The diff lists every level of the window whose quantity changed, with
+        0 for a level that left the window (removed, or pushed out by a better
+        one), so a client can apply it and truncate to ``levels``.
         """
-        before = {side: dict(self.top(side)) for side in (Side.BUY, Side.SELL)}
+        touched = {change.side for change in changes}
+        before = {side: self.top(side) for side in touched}
         for change in changes:
             self._set(change.side, change.price, change.quantity)
-        diff: dict[Side, list[tuple[int, int]]] = {}
-        for side in (Side.BUY, Side.SELL):
-            after = dict(self.top(side))
-            old = before[side]
-            moved = [(p, q) for p, q in after.items() if old.get(p) != q]
-            moved += [(p, 0) for p in old if p not in after]
-            diff[side] = moved
+        diff: dict[Side, list[tuple[int, int]]] = {Side.BUY: [], Side.SELL: []}
+        for side in touched:
+            after = self.top(side)
+            if after == before[side]:
+                continue
+            old, new = dict(before[side]), dict(after)
+            diff[side] = [(p, q) for p, q in after if old.get(p) != q] + [
+                (p, 0) for p in old if p not in new]
         if not diff[Side.BUY] and not diff[Side.SELL]:
             return None
         self.seq += 1
-        fmt = self._levels
+        return DepthDiff(self.seq, diff[Side.BUY], diff[Side.SELL], changes[-1].ts)
+
+    def update_message(self, diff: DepthDiff) -> Message:
+        """The ``depth_update`` for a diff that :meth:`apply` just returned."""
         return {
-            "type": "depth_update", "symbol": self.spec.symbol, "seq": self.seq,
-            "bids": fmt(sorted(diff[Side.BUY], reverse=True)),
-            "asks": fmt(sorted(diff[Side.SELL])),
-            "checksum": self.checksum(), "timestamp": iso_time(changes[-1].ts),
+            "type": "depth_update", "symbol": self.spec.symbol, "seq": diff.seq,
+            "bids": self._levels(sorted(diff.bids, reverse=True)),
+            "asks": self._levels(sorted(diff.asks)),
+            "checksum": self.checksum(), "timestamp": iso_time(diff.ts),
         }
 
     def snapshot(self) -> Message:

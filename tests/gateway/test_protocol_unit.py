@@ -224,6 +224,12 @@ def kraken(asks, bids):
                               for p, q in list(asks) + list(bids)).encode())
 
 
+def apply(book: DepthBook, changes: list) -> dict | None:
+    """Apply changes; the depth_update message a subscriber would get, or None."""
+    diff = book.apply(changes)
+    return None if diff is None else book.update_message(diff)
+
+
 def test_depth_checksum_of_a_known_book():
     book = DepthBook(BTC_SPEC, 10)
     book.apply([level(Side.BUY, 4_999_990, 125_000), level(Side.SELL, 5_000_010, 50_000)])
@@ -233,18 +239,18 @@ def test_depth_checksum_of_a_known_book():
 
 def test_depth_update_reports_window_changes_only():
     book = DepthBook(BTC_SPEC, 2)
-    first = book.apply([level(Side.BUY, 100, 1), level(Side.BUY, 99, 2)])
+    first = apply(book, [level(Side.BUY, 100, 1), level(Side.BUY, 99, 2)])
     assert first is not None
     assert (first["seq"], first["bids"], first["asks"]) == (
         1, [["1.00", "0.00001"], ["0.99", "0.00002"]], [])
-    assert book.apply([level(Side.BUY, 50, 1)]) is None  # outside the window
+    assert apply(book, [level(Side.BUY, 50, 1)]) is None  # outside the window
     assert book.seq == 1
-    pushed = book.apply([level(Side.BUY, 101, 3)])
+    pushed = apply(book, [level(Side.BUY, 101, 3)])
     assert pushed is not None
     assert [p for p, _ in pushed["bids"]] == ["1.01", "0.99"]
     assert pushed["bids"][0][1] == "0.00003"
     assert float(pushed["bids"][1][1]) == 0  # 0.99 left the window
-    removed = book.apply([level(Side.BUY, 101, 0)])
+    removed = apply(book, [level(Side.BUY, 101, 0)])
     assert removed is not None
     assert [p for p, _ in removed["bids"]] == ["1.01", "0.99"]
     assert float(removed["bids"][0][1]) == 0
@@ -279,7 +285,7 @@ def test_depth_random_book_snapshot_plus_updates_equals_the_book():
             client = {"bids": dict(map(tuple, snap["bids"])),
                       "asks": dict(map(tuple, snap["asks"]))}
             seq = snap["seq"]
-        update = book.apply(changes)
+        update = apply(book, changes)
         if client is not None and update is not None:
             seq += 1
             assert update["seq"] == seq
