@@ -76,3 +76,15 @@ def bench_journal(session: nox.Session) -> None:
     """
     session.install(".")
     session.run("python", "-m", "bench.journal", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def soak(session: nox.Session) -> None:
+    """100,000 connect/subscribe/disconnect cycles with orders flowing; see bench/README.md, "Soak".
+
+    Not part of the default sessions. Writes bench/results/soak.json and exits 1 if tasks or
+    file descriptors do not return to their baseline or RSS grows by 5% or more. Arguments
+    after ``--`` go to the benchmark, e.g. ``nox -s soak -- --cycles 20000 --clients 4``.
+    """
+    session.install(".")
+    session.run("python", "-m", "bench.soak", *session.posargs)

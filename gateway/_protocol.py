@@ -101,7 +101,7 @@ def parse_request(text: str | bytes, *, symbols: Collection[str]) -> Request:
     """
     try:
         message = _decode(text)
-    except (msgspec.DecodeError, UnicodeDecodeError):
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
         raise ProtocolError(ErrorCode.INVALID_JSON, "message is not valid JSON") from None
     if not isinstance(message, dict):
         raise ProtocolError(ErrorCode.INVALID_MESSAGE, "message must be a JSON object")

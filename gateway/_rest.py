@@ -157,7 +157,7 @@ def create_app(
         raw = await request.get_data()
         try:
             data = _decode(raw)
-        except msgspec.DecodeError:
+        except (msgspec.DecodeError, RecursionError):
             _fail(400, "invalid_json", "the body is not valid JSON")
         if not isinstance(data, dict):
             _fail(400, "invalid_json", "the body must be a JSON object")

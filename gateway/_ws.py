@@ -55,11 +55,14 @@ log = logging.getLogger("trade_engine.gateway")
 
 NORMAL_CLOSURE = 1000
 GOING_AWAY = 1001
+MESSAGE_TOO_BIG = 1009
 TOKEN_EXPIRED = 4003
 HEARTBEAT_TIMEOUT = 4009
 RATE_LIMITED = 4029
-# trio-websocket closes with 1009 past this multiple of max_message_size; between
-# the two limits the client gets a ``message_too_large`` error and stays connected.
+# Past this multiple of max_message_size a message closes the connection with 1009;
+# between the two limits the client gets a ``message_too_large`` error and stays
+# connected. trio-websocket enforces the multiple in characters while a message
+# arrives; the reader enforces it in bytes (a character is up to 4 bytes).
 _HARD_SIZE_FACTOR = 4
 _CLOSE_TIMEOUT = 2.0
 # When a connection is told to close, a send in progress gets this long to finish
@@ -151,6 +154,8 @@ class Connection:
         finally:
             for channel in self.subscriptions:
                 self._hub.unsubscribe(self, channel)
+            self._send.close()
+            self._receive.close()
             await self._close()
 
     async def _close(self) -> None:
@@ -185,7 +190,11 @@ class Connection:
                 self._refuse(ProtocolError(ErrorCode.RATE_LIMITED, "too many messages; slow down"))
                 continue
             self._refused_in_a_row = 0
-            if len(message) > limit:
+            size = len(message) if isinstance(message, bytes) else len(message.encode())
+            if size > limit * _HARD_SIZE_FACTOR:
+                self.close_soon(MESSAGE_TOO_BIG, "message too big")
+                return
+            if size > limit:
                 self._refuse(ProtocolError(
                     ErrorCode.MESSAGE_TOO_LARGE, f"messages are limited to {limit} bytes"))
                 continue
@@ -221,25 +230,26 @@ class Connection:
 
     async def _writer(self) -> None:
         timeout = self._settings.write_timeout
-        async with self._receive:
-            async for message in self._receive:
-                # A frame is never cut by the connection's cancellation (the close
-                # frame must follow whole frames), only by write_timeout.
-                with trio.CancelScope(shield=True), trio.move_on_after(timeout) as scope:
-                    self._sending = scope
-                    try:
-                        await self._ws.send_message(message)
-                    except ConnectionClosed:
-                        self._scope.cancel()
-                        return
-                    finally:
-                        self._sending = None
-                if scope.cancelled_caught:
-                    self._torn = True
-                    self.close_soon(SLOW_CONSUMER, "write timeout")
+        # The queue is closed in run()'s finally, after every unsubscribe: closing it
+        # here would break offers from fan-out tasks that still hold this connection.
+        async for message in self._receive:
+            # A frame is never cut by the connection's cancellation (the close
+            # frame must follow whole frames), only by write_timeout.
+            with trio.CancelScope(shield=True), trio.move_on_after(timeout) as scope:
+                self._sending = scope
+                try:
+                    await self._ws.send_message(message)
+                except ConnectionClosed:
+                    self._scope.cancel()
                     return
-                if self._closing is not None:
-                    return
+                finally:
+                    self._sending = None
+            if scope.cancelled_caught:
+                self._torn = True
+                self.close_soon(SLOW_CONSUMER, "write timeout")
+                return
+            if self._closing is not None:
+                return
 
     async def _expire(self, expires_at: float) -> None:
         """Close the connection when its token expires: it may hold a private stream."""
