@@ -69,6 +69,9 @@ class WebSocketSettings:
     """Subscriptions one connection may hold."""
     depth_levels: int = attrs.field(default=10, validator=_positive)
     """Levels per side in the depth stream's snapshot and checksum."""
+    publish_timestamps: bool = False
+    """Add ``published_ns`` (the server's monotonic clock, in ns, when the message was
+    encoded) to every stream message; for latency measurements on the same machine."""
 
 
 @attrs.frozen(kw_only=True)

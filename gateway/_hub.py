@@ -6,8 +6,9 @@ Rules of this module:
   its own bounded memory channel of event batches (one per batch of commands).
   When a fan-out channel is full the engine task waits: fan-out tasks never
   wait for a client, so this only happens when fan-out CPU falls behind.
-* A message is encoded once per channel and handed to each subscriber with
-  :meth:`Subscriber.offer`, which never blocks. A subscriber whose queue is
+* A message is encoded once per channel, as the bytes of a whole WebSocket
+  frame, and handed to each subscriber with :meth:`Subscriber.offer`, which
+  never blocks. A subscriber whose queue is
   full is told to close as a slow consumer; nobody else waits for it.
 * The hub owns the subscription registry and the depth books. Connection
   tasks change the registry through :meth:`Hub.subscribe` and
@@ -19,6 +20,7 @@ Rules of this module:
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
@@ -40,6 +42,7 @@ from engine import (
     TradeExecuted,
 )
 from gateway import _messages as messages
+from gateway._frames import text_frame
 from gateway._protocol import Channel, Stream
 from gateway._stats import Stats
 
@@ -48,12 +51,18 @@ _encode = msgspec.json.Encoder().encode
 SLOW_CONSUMER = 4008
 """Close code for a client whose send queue overflowed or whose send timed out."""
 
+_MAX_MERGED_BATCHES = 64
+"""Queued event batches one fan-out pass may merge (bounds the work between checkpoints)."""
+
 _ORDER_EVENTS = (OrderAccepted, OrderFilled, OrderCancelled, OrderAmended, OrderRejected)
 
 
 class Subscriber(Protocol):
-    def offer(self, message: str) -> bool:
-        """Queue a message without blocking; False when the queue is full."""
+    def offer(self, frames: bytes, count: int = 1) -> bool:
+        """Send or queue ``count`` whole WebSocket frames without blocking.
+
+        Returns False, having queued nothing, when the queue is full.
+        """
 
     def close_soon(self, code: int, reason: str) -> None:
         """Ask the connection to close with ``code``; returns at once."""
@@ -69,6 +78,8 @@ class Hub:
         markets: the engine's markets, to format amounts.
         depth_levels: levels per side in depth snapshots, updates and checksums.
         public_trade_user_ids: put ``buyer_id``/``seller_id`` on public trades.
+        publish_timestamps: put ``published_ns`` (this machine's monotonic clock when
+            the message was encoded) on every stream message, for latency benchmarks.
         queue_size: bound of each fan-out task's input channel, in batches.
         stats: counters to bump.
     """
@@ -81,12 +92,15 @@ class Hub:
         public_trade_user_ids: bool,
         queue_size: int,
         stats: Stats,
+        publish_timestamps: bool = False,
     ) -> None:
         self._markets = dict(markets)
         self._public_ids = public_trade_user_ids
+        self._stamp = publish_timestamps
         self._stats = stats
         self._subscribers: dict[Channel, dict[Subscriber, None]] = {}
         self._seq: dict[Channel, int] = {}
+        self._outbox: dict[Channel, list[bytes]] = {}  # frames of the batch being fanned out
         self.depth = {s: messages.DepthBook(spec, depth_levels) for s, spec in markets.items()}
         self._inputs: dict[Stream, trio.MemorySendChannel[Batch]] = {}
         self._outputs: dict[Stream, trio.MemoryReceiveChannel[Batch]] = {}
@@ -124,9 +138,19 @@ class Hub:
             await self._inputs[stream].send(batch)
 
     async def _fan_out(self, stream: Stream, handle: Any) -> None:
-        async with self._outputs[stream]:
-            async for batch in self._outputs[stream]:
-                handle(batch)
+        receive = self._outputs[stream]
+        async with receive:
+            async for first in receive:
+                # Batches that queued while the last went out go out together: under
+                # load that means fewer, larger writes per client, not more latency.
+                merged = first
+                for _ in range(_MAX_MERGED_BATCHES):
+                    try:
+                        merged += receive.receive_nowait()
+                    except trio.WouldBlock:
+                        break
+                handle(merged)
+                self._flush()
 
     def _orders(self, batch: Batch) -> None:
         for event in batch:
@@ -169,13 +193,33 @@ class Hub:
         self._send(channel, message)
 
     def _send(self, channel: Channel, message: dict[str, Any]) -> None:
-        text = _encode(message).decode()
-        subscribers = self._subscribers[channel]
-        for subscriber in subscribers:
-            if not subscriber.offer(text):
-                self._stats.messages_dropped += 1
-                subscriber.close_soon(SLOW_CONSUMER, "slow consumer")
-        self._stats.messages_sent[channel[0]] += len(subscribers)
+        """Encode once into the channel's outbox; :meth:`_flush` hands it out."""
+        if self._stamp:
+            message["published_ns"] = time.monotonic_ns()
+        frame = text_frame(_encode(message))
+        frames = self._outbox.get(channel)
+        if frames is None:
+            self._outbox[channel] = [frame]
+        else:
+            frames.append(frame)
+
+    def _flush(self) -> None:
+        """Give each subscriber its channels' frames of the batch, in one piece each.
+
+        Runs right after the batch was encoded, without a checkpoint in between,
+        so the subscribers are exactly those the sequence numbers were counted for.
+        """
+        stats = self._stats
+        for channel, frames in self._outbox.items():
+            count = len(frames)
+            data = frames[0] if count == 1 else b"".join(frames)
+            subscribers = self._subscribers.get(channel, {})
+            for subscriber in subscribers:
+                if not subscriber.offer(data, count):
+                    stats.messages_dropped += count
+                    subscriber.close_soon(SLOW_CONSUMER, "slow consumer")
+            stats.messages_sent[channel[0]] += count * len(subscribers)
+        self._outbox.clear()
 
     # ------------------------------------------------- the registry (sync)
 
@@ -194,12 +238,12 @@ class Hub:
             assert key is not None
             book = self.depth[key]
             reply["seq"] = book.seq
-            ok = subscriber.offer(_encode(reply).decode()) and subscriber.offer(
-                _encode(book.snapshot()).decode()
+            ok = subscriber.offer(text_frame(_encode(reply))) and subscriber.offer(
+                text_frame(_encode(book.snapshot()))
             )
         else:
             reply["seq"] = self._seq[channel]
-            ok = subscriber.offer(_encode(reply).decode())
+            ok = subscriber.offer(text_frame(_encode(reply)))
         subscribers[subscriber] = None
         if not ok:
             subscriber.close_soon(SLOW_CONSUMER, "slow consumer")

@@ -131,6 +131,7 @@ async def serve(
         public_trade_user_ids=config.public_trade_user_ids,
         queue_size=config.engine.fanout_queue_size,
         stats=stats,
+        publish_timestamps=config.websocket.publish_timestamps,
     )
     for symbol, book in hub.depth.items():  # the depth stream starts from the recovered book
         depth = engine.depth(symbol)

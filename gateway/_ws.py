@@ -7,8 +7,10 @@ Rules of this module:
   the heartbeat (ping, then close when no pong comes back in time). When any
   of them ends the connection, the nursery is cancelled and the connection
   leaves every channel in ``finally``: cancellation is the only way out.
-* The queue holds pre-encoded messages; when it is full the fan-out asks the
-  connection to close with 4008 (slow consumer) and nobody waits for it.
+* The fan-out hands each connection pre-built frames through
+  :meth:`Connection.offer`, which writes them straight to the socket or queues
+  them (``gateway/_transport.py``) and never waits. When the queue is full the
+  connection is closed with 4008 (slow consumer); nobody waits for it.
 * Close codes: 1000 normal, 1001 server shutdown (after a ``shutdown``
   message), 1009 message too big, 4003 token expired, 4008 slow consumer,
   4009 heartbeat timeout, 4029 message rate limit.
@@ -34,6 +36,7 @@ from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketReque
 
 from gateway._auth import AuthError, Identity, TokenVerifier
 from gateway._config import LimitSettings, WebSocketSettings
+from gateway._frames import text_frame
 from gateway._hub import SLOW_CONSUMER, Hub
 from gateway._limits import Counts, KeyedBuckets, TokenBucket
 from gateway._protocol import (
@@ -50,6 +53,7 @@ from gateway._protocol import (
     reply,
 )
 from gateway._stats import Stats
+from gateway._transport import adopt
 
 log = logging.getLogger("trade_engine.gateway")
 
@@ -65,19 +69,19 @@ RATE_LIMITED = 4029
 # arrives; the reader enforces it in bytes (a character is up to 4 bytes).
 _HARD_SIZE_FACTOR = 4
 _CLOSE_TIMEOUT = 2.0
-# When a connection is told to close, a send in progress gets this long to finish
-# its frame; after that the frame is torn and the TCP connection is aborted.
+# When a connection is told to close, a write in progress gets this long to finish
+# its frames; after that a frame is torn and the TCP connection is aborted.
 _SEND_GRACE = 0.5
 
 _encode = msgspec.json.Encoder().encode
 
 
-def _json(message: dict[str, Any]) -> str:
-    return _encode(message).decode()
+def _frame(message: dict[str, Any]) -> bytes:
+    return text_frame(_encode(message))
 
 
 class Connection:
-    """One client connection. It alone owns its queue and its subscriptions."""
+    """One client connection. It alone owns its transport queue and its subscriptions."""
 
     def __init__(
         self,
@@ -91,6 +95,7 @@ class Connection:
         symbols: Collection[str],
     ) -> None:
         self._ws = ws
+        self._transport = adopt(ws, max_pending=settings.send_queue_size)
         self._identity = identity
         self.user_id = None if identity is None else identity.user_id
         self._bucket = TokenBucket(limits.messages_per_second, limits.message_burst,
@@ -101,27 +106,22 @@ class Connection:
         self._settings = settings
         self._stats = stats
         self._symbols = symbols
-        self._send, self._receive = trio.open_memory_channel[str](settings.send_queue_size)
         self.subscriptions = Subscriptions(settings.max_subscriptions)
         self._scope = trio.CancelScope()
         self._closing: tuple[int, str] | None = None
-        self._farewell: str | None = None
-        self._torn = False  # a send timed out mid-frame: no close frame may follow
-        self._sending: trio.CancelScope | None = None  # the send in progress, if any
+        self._farewell: bytes | None = None
+        self._sending: trio.CancelScope | None = None  # the writer's flush in progress, if any
         self._last_heard = trio.current_time()
 
     # ---------------------------------------------- called by other tasks
 
-    def offer(self, message: str) -> bool:
+    def offer(self, frames: bytes, count: int = 1) -> bool:
+        """Send or queue ``count`` pre-built frames without blocking; False when full."""
         if self._closing is not None:
             return True  # on its way out: nothing more is delivered
-        try:
-            self._send.send_nowait(message)
-        except trio.WouldBlock:
-            return False
-        return True
+        return self._transport.write_nowait(frames, count)
 
-    def close_soon(self, code: int, reason: str, farewell: str | None = None) -> None:
+    def close_soon(self, code: int, reason: str, farewell: bytes | None = None) -> None:
         if self._closing is not None:
             return
         self._closing = (code, reason)
@@ -131,6 +131,7 @@ class Connection:
                                          trio.current_time() + _SEND_GRACE)
         if code == SLOW_CONSUMER:
             self._stats.slow_consumer_disconnects += 1
+            self._transport.discard_pending()  # it will never read them
         elif code == RATE_LIMITED:
             self._stats.rate_limit_disconnects += 1
         elif code == TOKEN_EXPIRED:
@@ -144,33 +145,35 @@ class Connection:
         try:
             with self._scope:
                 async with trio.open_nursery() as nursery:
-                    nursery.start_soon(self._reader)
-                    nursery.start_soon(self._writer)
-                    nursery.start_soon(self._heartbeat)
+                    # Constant names: a generated one costs ~250 bytes per task.
+                    nursery.start_soon(self._reader, name="ws-reader")
+                    nursery.start_soon(self._writer, name="ws-writer")
+                    nursery.start_soon(self._heartbeat, name="ws-heartbeat")
                     if self._identity is not None:
-                        nursery.start_soon(self._expire, self._identity.expires_at)
+                        nursery.start_soon(self._expire, self._identity.expires_at,
+                                           name="ws-token-expiry")
                     for stream, symbol in auto_subscribe:
                         self._subscribe(stream, symbol, None)
         finally:
             for channel in self.subscriptions:
                 self._hub.unsubscribe(self, channel)
-            self._send.close()
-            self._receive.close()
             await self._close()
 
     async def _close(self) -> None:
+        """Say goodbye with the close code; abort instead if a frame was torn."""
         code, reason = self._closing or (NORMAL_CLOSURE, "")
+        transport = self._transport
         with trio.move_on_after(_CLOSE_TIMEOUT) as scope:
             scope.shield = True
-            if self._torn:
-                await abort_transport(self._ws)
-                return
-            try:
-                if self._farewell is not None:
-                    await self._ws.send_message(self._farewell)
-                await self._ws.aclose(code, reason)
-            except ConnectionClosed:
-                pass
+            if not transport.torn:
+                try:
+                    if self._farewell is not None:
+                        await transport.send_all(self._farewell)
+                    await self._ws.aclose(code, reason)  # flushes what is queued first
+                except (ConnectionClosed, trio.BrokenResourceError, trio.ClosedResourceError):
+                    pass
+            if transport.torn:  # a close frame would land inside the torn frame
+                await transport.aclose()
 
     async def _reader(self) -> None:
         limit = self._settings.max_message_size
@@ -204,7 +207,7 @@ class Connection:
         try:
             request = parse_request(message, symbols=self._symbols)
             if isinstance(request, Ping):
-                self.offer(_json(reply("pong", request.request_id)))
+                self.offer(_frame(reply("pong", request.request_id)))
             elif isinstance(request, Subscribe):
                 self._subscribe(request.stream, request.symbol, request.request_id)
             else:
@@ -215,7 +218,7 @@ class Connection:
                 answer = reply("unsubscribed", request.request_id, stream=str(request.stream))
                 if request.stream is not Stream.ORDERS:
                     answer["symbol"] = request.symbol
-                self.offer(_json(answer))
+                self.offer(_frame(answer))
         except ProtocolError as error:
             self._refuse(error)
 
@@ -226,26 +229,26 @@ class Connection:
 
     def _refuse(self, error: ProtocolError) -> None:
         self._stats.protocol_errors += 1
-        self.offer(_json(error_reply(error)))
+        self.offer(_frame(error_reply(error)))
 
     async def _writer(self) -> None:
+        """Send whatever the socket did not take at once, coalesced into one write."""
+        transport = self._transport
         timeout = self._settings.write_timeout
-        # The queue is closed in run()'s finally, after every unsubscribe: closing it
-        # here would break offers from fan-out tasks that still hold this connection.
-        async for message in self._receive:
+        while True:
+            await transport.wait_pending()
             # A frame is never cut by the connection's cancellation (the close
             # frame must follow whole frames), only by write_timeout.
             with trio.CancelScope(shield=True), trio.move_on_after(timeout) as scope:
                 self._sending = scope
                 try:
-                    await self._ws.send_message(message)
-                except ConnectionClosed:
+                    await transport.flush()
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
                     self._scope.cancel()
                     return
                 finally:
                     self._sending = None
             if scope.cancelled_caught:
-                self._torn = True
                 self.close_soon(SLOW_CONSUMER, "write timeout")
                 return
             if self._closing is not None:
@@ -275,18 +278,6 @@ class Connection:
                 self.close_soon(HEARTBEAT_TIMEOUT, "no pong")
                 return
             self._last_heard = trio.current_time()
-
-
-async def abort_transport(ws: WebSocketConnection) -> None:
-    """Close the TCP connection under ``ws`` without a WebSocket close frame.
-
-    Needed after a send was cut mid-frame, when a close frame would land inside
-    the torn frame. trio-websocket 0.12 has no public abort, so this reaches its
-    private ``_stream``; ``tests/gateway/test_library_seams.py`` fails loudly if
-    that changes, and pyproject.toml pins trio-websocket below 0.13.
-    """
-    stream: trio.abc.Stream = ws._stream
-    await stream.aclose()
 
 
 @attrs.frozen
@@ -350,7 +341,7 @@ class WebSocketGateway:
     def shutdown(self) -> None:
         """Refuse new connections; close open ones with 1001 after a ``shutdown`` message."""
         self._accepting = False
-        farewell = _json({"type": "shutdown", "reason": "server shutting down"})
+        farewell = _frame({"type": "shutdown", "reason": "server shutting down"})
         for connection in list(self._connections):
             connection.close_soon(GOING_AWAY, "server shutting down", farewell)
         self._check_drained()
