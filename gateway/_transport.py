@@ -41,6 +41,11 @@ class CoalescingStream(trio.abc.HalfCloseableStream):
             refuses more.
     """
 
+    __slots__ = (
+        "_closed", "_fd", "_head_is_partial", "_lock", "_lot", "_max_pending", "_pending",
+        "_pending_messages", "_stream", "_writing", "torn",
+    )
+
     def __init__(self, stream: trio.SocketStream, *, max_pending: int) -> None:
         self._stream = stream
         self._fd = stream.socket.fileno()

@@ -83,6 +83,13 @@ def _frame(message: dict[str, Any]) -> bytes:
 class Connection:
     """One client connection. It alone owns its transport queue and its subscriptions."""
 
+    # Thousands of these live at once: slots instead of a __dict__ save ~1 KiB each.
+    __slots__ = (
+        "_bucket", "_closing", "_farewell", "_hub", "_identity", "_last_heard",
+        "_max_refused", "_refused_in_a_row", "_scope", "_sending", "_settings", "_stats",
+        "_symbols", "_transport", "_ws", "subscriptions", "user_id",
+    )
+
     def __init__(
         self,
         ws: WebSocketConnection,
