@@ -5,19 +5,58 @@ Pure functions over bytes; the files, the fsyncs and the writer task live in
 
 Record layout (little-endian), one per stamped command::
 
-    u32 length of payload | u32 CRC32 of payload | payload (msgpack)
+    u32 length of payload | u32 CRC32 of payload | u32 CRC32 of the 8 bytes before | payload
 
-The payload is ``{"seq", "ts", "command"}``. A segment file starts with the
-8-byte magic ``TEJRNL01`` and holds records with consecutive ``seq``.
+The first 12 bytes are the *header*; its own checksum (the third field, over
+the length and the payload CRC) means a damaged length is recognised as
+damage, never mistaken for a record that runs past the end of the file. The
+payload is MessagePack of ``[seq, ts, command]``, never empty and never more
+than :data:`MAX_RECORD` bytes. A segment file starts with the 8-byte magic
+``TEJRNL02`` and holds records with consecutive ``seq``. (``TEJRNL01``, the
+format without a header checksum, was never shipped and is not read.)
 
-Reading rules (:func:`read_records`):
+What a torn write leaves: records are only ever appended, one ``write`` per
+batch, so a crash in the middle of a write can damage only the end of the
+file, and only in two ways (Linux ext4 and xfs in their default modes):
 
-* A record that runs past the end of the data, or a bad record after which
-  the data holds nothing but zero bytes, is a *torn tail*: what a crash in
-  the middle of a write leaves. It is reported with its offset so the
-  caller can truncate it.
-* Any other bad record is *corruption*: :class:`CorruptJournal` names the
-  offset, and nothing after it is read. Records are never skipped silently.
+* a *prefix* of the write is present and the file ends there (the process
+  died, or the disk filled up, part way through the write; or a power cut
+  after the file system had committed only part of the new size);
+* a prefix is present and the file goes on, to the new size, with zero bytes
+  (a power cut after the file system had committed the new size but not all
+  of the data blocks: unwritten extents and holes read as zeros).
+
+So a torn record is one whose bytes end, at the end of the file, or in zeros
+that run to the end of the file. Every record holds a nonzero byte (its
+length is at least 1), so zeros never hide a whole record.
+
+Reading rules (:func:`read_records`), at the offset ``o`` of each record in
+turn, with ``end`` the length of the data:
+
+1. Fewer than 12 bytes left: a *torn tail* (the header was cut short).
+2. The header checksum fails: a torn tail when the header's last byte and
+   every byte after it to ``end`` are zero (a header write cut short, the
+   rest zero-filled); otherwise *corruption*. A damaged header followed by
+   anything nonzero is always corruption: its length cannot be trusted, so
+   there is no telling what comes after it.
+3. The header is good but the length is 0 or above :data:`MAX_RECORD`:
+   corruption (the checksum says it was written so).
+4. The header is good and the payload runs past ``end``: a torn tail (the
+   length is trusted, so the write of this record was cut short, and nothing
+   can follow it).
+5. The payload checksum fails: a torn tail when the payload's last byte and
+   every byte after it to ``end`` are zero (a payload write cut short, the
+   rest zero-filled); otherwise corruption.
+6. The payload does not decode: corruption (its checksum says it is what
+   was written).
+
+A torn tail is yielded as :class:`TornTail` with the offset of the torn
+record, so the caller can truncate there; it is always the last item.
+Corruption raises :class:`CorruptJournal` with the offset of the damaged
+record, after the good records before it; nothing after it is read, and no
+record is ever skipped. Both checksums catch every burst of up to 32 bits,
+so a damaged byte is always corruption unless it leaves the last record
+ending in zeros to the end of the file, which is what a torn write looks like.
 
 Snapshot layout::
 
@@ -40,9 +79,11 @@ from engine._commands import Command
 from engine._engine import Engine
 from engine._views import EngineState
 
-SEGMENT_MAGIC: Final = b"TEJRNL01"
+SEGMENT_MAGIC: Final = b"TEJRNL02"
 SNAPSHOT_MAGIC: Final = b"TESNAP01"
-_HEADER: Final = struct.Struct("<II")
+_CHECKED: Final = struct.Struct("<II")  # length, payload CRC: what the header CRC covers
+_HEADER: Final = struct.Struct("<III")  # ... and the header CRC
+HEADER_SIZE: Final = _HEADER.size  # 12
 _SNAPSHOT_HEADER: Final = struct.Struct("<8sIQ")
 MAX_RECORD: Final = 1 << 24  # no command encodes to 16 MiB; a larger length is garbage
 
@@ -76,7 +117,8 @@ _decode_snapshot = msgspec.msgpack.Decoder(_Snapshot).decode
 
 def encode_record(seq: int, ts: int, command: Command) -> bytes:
     payload = _encode_record(Record(seq, ts, command))
-    return _HEADER.pack(len(payload), zlib.crc32(payload)) + payload
+    checked = _CHECKED.pack(len(payload), zlib.crc32(payload))
+    return checked + zlib.crc32(checked).to_bytes(4, "little") + payload
 
 
 class TornTail(msgspec.Struct, frozen=True):
@@ -89,31 +131,36 @@ class TornTail(msgspec.Struct, frozen=True):
 def read_records(data: bytes, start: int = len(SEGMENT_MAGIC)) -> Iterator[Record | TornTail]:
     """Decode the records of a segment's bytes (after the magic), in order.
 
-    Yields each :class:`Record`, and at most one final :class:`TornTail`.
+    Yields each :class:`Record`, and at most one final :class:`TornTail`. The
+    rules are those of the module docstring, numbered the same way here.
 
     Raises:
         CorruptJournal: a damaged record that is not the torn tail.
     """
     offset, end = start, len(data)
     while offset < end:
-        if end - offset < _HEADER.size:
+        if end - offset < HEADER_SIZE:  # 1
             yield TornTail(offset, "partial record header")
             return
-        length, crc = _HEADER.unpack_from(data, offset)
-        body = offset + _HEADER.size
-        if body + length > end or length > MAX_RECORD:
-            if _only_zeros(data, offset) or (body + length > end and length <= MAX_RECORD):
-                yield TornTail(offset, "record runs past the end of the file")
+        length, crc, header_crc = _HEADER.unpack_from(data, offset)
+        body = offset + HEADER_SIZE
+        if zlib.crc32(data[offset:offset + _CHECKED.size]) != header_crc:  # 2
+            if _zeros_from(data, body - 1):
+                yield TornTail(offset, "record header cut short, zeros to the end of the file")
                 return
+            raise CorruptJournal("record header checksum mismatch", offset)
+        if length == 0 or length > MAX_RECORD:  # 3
             raise CorruptJournal("impossible record length", offset)
+        if body + length > end:  # 4
+            yield TornTail(offset, "record runs past the end of the file")
+            return
         payload = data[body:body + length]
-        if length == 0 or zlib.crc32(payload) != crc:
-            # Torn: nothing but zeros from the bad record (or from its end) on.
-            if _only_zeros(data, offset) or _only_zeros(data, body + length):
-                yield TornTail(offset, "checksum mismatch in the last record")
+        if zlib.crc32(payload) != crc:  # 5
+            if _zeros_from(data, body + length - 1):
+                yield TornTail(offset, "record cut short, zeros to the end of the file")
                 return
-            raise CorruptJournal("checksum mismatch", offset)
-        try:
+            raise CorruptJournal("record checksum mismatch", offset)
+        try:  # 6
             record = _decode_record(payload)
         except msgspec.DecodeError:
             raise CorruptJournal("undecodable record", offset) from None
@@ -121,7 +168,8 @@ def read_records(data: bytes, start: int = len(SEGMENT_MAGIC)) -> Iterator[Recor
         offset = body + length
 
 
-def _only_zeros(data: bytes, offset: int) -> bool:
+def _zeros_from(data: bytes, offset: int) -> bool:
+    """Whether ``data`` holds nothing but zero bytes from ``offset`` to its end."""
     return not data[offset:].strip(b"\0")
 
 

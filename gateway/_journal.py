@@ -15,9 +15,12 @@ reasoning in ``docs/durability.md``):
   the directory fsynced; then older snapshots and the segments they cover are
   deleted.
 * :func:`recover` = newest snapshot + replay of every later record through the
-  same pure engine. A torn last record is truncated with a warning; damage
-  anywhere else stops start-up with :class:`JournalError` naming the file and
-  the offset.
+  same pure engine. A torn tail of the newest segment (what the reading rules
+  of ``engine/_journal.py`` call one: the end of the file cut short inside a
+  record, or zero-filled from inside it) is truncated with a warning; damage
+  anywhere else, a torn tail in an older segment, or a segment of another
+  format version stops start-up with :class:`JournalError` naming the file
+  and the offset, leaving the files untouched.
 """
 
 from __future__ import annotations
@@ -138,11 +141,17 @@ def recover(
         last = index == len(files) - 1
         data = path.read_bytes()
         if not data.startswith(SEGMENT_MAGIC):
-            if last and SEGMENT_MAGIC.startswith(data[: len(SEGMENT_MAGIC)]):
+            # Torn at creation: the magic cut short, or zero-filled, and nothing after it.
+            if (last and SEGMENT_MAGIC.startswith(data[: len(SEGMENT_MAGIC)].rstrip(b"\0"))
+                    and not data[len(SEGMENT_MAGIC):].strip(b"\0")):
                 truncated.append(f"{path}: removed a segment torn at creation")
                 if repair:
                     path.unlink()
                 continue
+            if data[:6] == SEGMENT_MAGIC[:6] and len(data) >= len(SEGMENT_MAGIC):
+                raise JournalError(
+                    f"{path}: unsupported journal format {data[:8].decode(errors='replace')} "
+                    f"(this version reads {SEGMENT_MAGIC.decode()} only) at offset 0")
             raise JournalError(f"{path}: not a journal segment (bad magic) at offset 0")
         try:
             for item in read_records(data):

@@ -5,11 +5,15 @@ What is checked, with the reading rules of that module's docstring:
 * records round-trip, fed whole and cut at every byte: any prefix of a valid
   segment reads as the records it holds in full plus, unless the cut falls on
   a record boundary, one :class:`TornTail` at the start of the cut record;
-* the torn tails a crash can leave (partial header, partial payload, a
-  zero-filled tail, a bad checksum on the last record) are reported with their
-  offset, never raised;
+* the torn tails a crash can leave (a header or a payload cut short by the end
+  of the file, or cut short and zero-filled to the end of the file, zeros after
+  the last record) are reported with their offset, never raised;
 * damage anywhere else raises :class:`CorruptJournal` with the offset of the
-  damaged record, after yielding the good records before it and nothing after;
+  damaged record, after yielding the good records before it and nothing after:
+  a damaged header (length included) anywhere, and a damaged payload unless it
+  ends in zeros that run to the end of the file; every one-byte change of a
+  segment is caught, and only in the last record can it read as a torn tail
+  (when it leaves that record ending in zeros, the shape of a torn write);
 * snapshots round-trip, and a bad magic, length, checksum, payload or state
   hash raises :class:`CorruptJournal`.
 """
@@ -46,7 +50,7 @@ from engine._journal import (
     read_records,
 )
 
-HEADER = 8  # u32 length | u32 crc
+HEADER = 12  # u32 length | u32 crc of payload | u32 crc of the 8 bytes before
 SNAPSHOT_HEADER = struct.Struct("<8sIQ")
 TS0 = 1_700_000_000_000_000_000
 
@@ -119,8 +123,20 @@ def read_until_corrupt(data: bytes) -> tuple[list[Record], CorruptJournal]:
         records.append(item)
 
 
-def flip(data: bytes, index: int) -> bytes:
-    return data[:index] + bytes([data[index] ^ 0x40]) + data[index + 1:]
+def flip(data: bytes, index: int, mask: int = 0x40) -> bytes:
+    return data[:index] + bytes([data[index] ^ mask]) + data[index + 1:]
+
+
+def frame(payload: bytes, length: int | None = None) -> bytes:
+    """A record with good checksums around ``payload`` (and ``length``, if given)."""
+    checked = struct.pack("<II", len(payload) if length is None else length,
+                          zlib.crc32(payload))
+    return checked + struct.pack("<I", zlib.crc32(checked)) + payload
+
+
+def zero_from(data: bytes, index: int) -> bytes:
+    """``data`` with every byte from ``index`` on read as zero: a zero-filled torn write."""
+    return data[:index] + b"\0" * (len(data) - index)
 
 
 COMMANDS = flow(40)
@@ -141,13 +157,25 @@ def test_records_round_trip():
     assert torn is None
 
 
-def test_record_layout_is_length_crc_payload():
+def test_record_layout_is_length_crc_header_crc_payload():
     record = encode_record(3, 99, COMMANDS[0])
-    length, crc = struct.unpack_from("<II", record)
+    length, crc, header_crc = struct.unpack_from("<III", record)
     payload = record[HEADER:]
     assert length == len(payload)
     assert crc == zlib.crc32(payload)
+    assert header_crc == zlib.crc32(record[:8])
+    assert record == frame(payload)
     assert msgspec.msgpack.decode(payload, type=Record) == Record(3, 99, COMMANDS[0])
+
+
+def test_the_segment_magic_names_the_format_with_a_header_checksum():
+    assert SEGMENT_MAGIC == b"TEJRNL02"
+    assert DATA.startswith(SEGMENT_MAGIC)
+
+
+def test_a_zero_header_never_passes_its_checksum():
+    """So zeros are never read as a record: the zero-filled torn write is recognised."""
+    assert zlib.crc32(b"\0" * 8) != 0
 
 
 def test_an_empty_segment_holds_no_records():
@@ -212,13 +240,54 @@ def test_a_batch_whose_end_reads_as_zeros_is_torn(victim):
     assert torn.offset == OFFSETS[victim]
 
 
-@pytest.mark.parametrize("where", ["crc", "payload-start", "payload-end"])
-def test_a_bad_checksum_on_the_last_record_is_torn(where):
-    index = {"crc": OFFSETS[-1] + 4, "payload-start": OFFSETS[-1] + HEADER,
-             "payload-end": len(DATA) - 1}[where]
-    records, torn = read_all(flip(DATA, index))
+@pytest.mark.parametrize("cut", range(1, HEADER))
+def test_a_header_cut_short_at_the_end_of_the_file_is_torn(cut):
+    records, torn = read_all(DATA[:OFFSETS[-1] + cut])
     assert records == EXPECTED[:-1]
-    assert torn == TornTail(OFFSETS[-1], "checksum mismatch in the last record")
+    assert torn == TornTail(OFFSETS[-1], "partial record header")
+
+
+@pytest.mark.parametrize("cut", [0, 1, 5, -1])
+def test_a_payload_cut_short_at_the_end_of_the_file_is_torn(cut):
+    """The header is whole and good, so its length is trusted: the write stopped inside."""
+    end = OFFSETS[-1] + HEADER + cut if cut >= 0 else len(DATA) + cut
+    records, torn = read_all(DATA[:end])
+    assert records == EXPECTED[:-1]
+    assert torn == TornTail(OFFSETS[-1], "record runs past the end of the file")
+
+
+@pytest.mark.parametrize("cut", range(HEADER))
+@pytest.mark.parametrize("zeros", [0, 100, 4096])
+def test_a_header_cut_short_then_zero_filled_is_torn(cut, zeros):
+    """A header write cut short; the file's new size reached the disk, its data did not."""
+    torn_write = encode_record(41, TS0 + 41, COMMANDS[0])
+    data = DATA + zero_from(torn_write, cut) + b"\0" * zeros
+    records, torn = read_all(data)
+    assert records == EXPECTED
+    assert torn == TornTail(len(DATA), "record header cut short, zeros to the end of the file")
+
+
+@pytest.mark.parametrize("cut", [0, 1, 3, 20, -2, -1])
+@pytest.mark.parametrize("zeros", [0, 1, 4096])
+def test_a_payload_cut_short_then_zero_filled_is_torn(cut, zeros):
+    body = OFFSETS[-1] + HEADER
+    index = body + cut if cut >= 0 else len(DATA) + cut
+    data = zero_from(DATA, index) + b"\0" * zeros
+    records, torn = read_all(data)
+    assert records == EXPECTED[:-1]
+    assert torn == TornTail(OFFSETS[-1], "record cut short, zeros to the end of the file")
+
+
+@pytest.mark.parametrize("cut", [1, 7, HEADER, HEADER + 4])
+def test_zeros_after_a_record_cut_short_by_the_end_of_the_file_are_torn(cut):
+    """A batch of two records torn inside the first; the second's blocks read as zeros."""
+    first = encode_record(41, TS0 + 41, COMMANDS[1])
+    second = encode_record(42, TS0 + 42, COMMANDS[2])
+    data = DATA + zero_from(first + second, cut)
+    records, torn = read_all(data)
+    assert records == EXPECTED
+    assert torn is not None
+    assert torn.offset == len(DATA)
 
 
 # ---------------------------------------------------------------- corruption
@@ -230,7 +299,7 @@ def test_a_bad_checksum_before_the_last_record_is_corruption(victim):
     records, error = read_until_corrupt(data)
     assert records == EXPECTED[:victim]
     assert error.offset == OFFSETS[victim]
-    assert str(error) == f"checksum mismatch at offset {OFFSETS[victim]}"
+    assert str(error) == f"record checksum mismatch at offset {OFFSETS[victim]}"
 
 
 def test_a_bad_crc_field_in_the_middle_is_corruption():
@@ -238,6 +307,48 @@ def test_a_bad_crc_field_in_the_middle_is_corruption():
     records, error = read_until_corrupt(data)
     assert records == EXPECTED[:20]
     assert error.offset == OFFSETS[20]
+    assert str(error) == f"record header checksum mismatch at offset {OFFSETS[20]}"
+
+
+@pytest.mark.parametrize("victim", [0, 20, 38, 39])
+@pytest.mark.parametrize("index", range(HEADER))
+def test_any_damaged_header_byte_is_corruption(victim, index):
+    """Even in the last record: its payload follows, so the header was written whole."""
+    data = flip(DATA, OFFSETS[victim] + index, 0x01)
+    records, error = read_until_corrupt(data)
+    assert records == EXPECTED[:victim]
+    assert str(error) == f"record header checksum mismatch at offset {OFFSETS[victim]}"
+
+
+@pytest.mark.parametrize("where", ["payload-start", "payload-middle", "payload-end"])
+def test_a_damaged_payload_in_the_last_record_is_corruption(where):
+    """Damage that does not leave the record ending in zeros is not a torn write."""
+    body = OFFSETS[-1] + HEADER
+    index = {"payload-start": body, "payload-middle": (body + len(DATA)) // 2,
+             "payload-end": len(DATA) - 1}[where]
+    records, error = read_until_corrupt(flip(DATA, index))
+    assert records == EXPECTED[:-1]
+    assert str(error) == f"record checksum mismatch at offset {OFFSETS[-1]}"
+
+
+@pytest.mark.parametrize("zeros", [0, 1, 4096])
+def test_a_damaged_whole_header_followed_by_zeros_is_corruption(zeros):
+    """A header whose last byte was written cannot have been cut short inside it."""
+    last = DATA[OFFSETS[-1]:]
+    assert last[HEADER - 1] != 0
+    data = DATA[:OFFSETS[-1]] + flip(last[:HEADER], 0, 0x01) + b"\0" * (
+        len(last) - HEADER + zeros)
+    records, error = read_until_corrupt(data)
+    assert records == EXPECTED[:-1]
+    assert str(error) == f"record header checksum mismatch at offset {OFFSETS[-1]}"
+
+
+def test_a_damaged_payload_followed_by_a_nonzero_byte_is_corruption():
+    """Zeros inside the last record, then something else: not the shape of a torn write."""
+    data = zero_from(DATA, OFFSETS[-1] + HEADER + 3) + b"\1"
+    records, error = read_until_corrupt(data)
+    assert records == EXPECTED[:-1]
+    assert error.offset == OFFSETS[-1]
 
 
 def test_a_zeroed_page_in_the_middle_is_corruption():
@@ -249,28 +360,29 @@ def test_a_zeroed_page_in_the_middle_is_corruption():
     assert error.offset == start
 
 
-def test_an_impossible_length_is_corruption():
+@pytest.mark.parametrize("length", [0, MAX_RECORD + 1, 2**32 - 1])
+@pytest.mark.parametrize("last", [False, True])
+def test_an_impossible_length_is_corruption(length, last):
+    """Whether the header checksum catches it, or (a writer bug) vouches for it."""
+    where = OFFSETS[-1] if last else OFFSETS[5]
+    payload = DATA[where + HEADER:OFFSETS[6] if not last else len(DATA)]
     data = bytearray(DATA)
-    struct.pack_into("<I", data, OFFSETS[5], MAX_RECORD + 1)
+    struct.pack_into("<I", data, where, length)
     records, error = read_until_corrupt(bytes(data))
-    assert records == EXPECTED[:5]
-    assert error.offset == OFFSETS[5]
-    assert "impossible record length" in str(error)
+    assert records == EXPECTED[:OFFSETS.index(where)]
+    assert str(error) == f"record header checksum mismatch at offset {where}"
 
-
-def test_a_zero_length_record_in_the_middle_is_corruption():
-    data = bytearray(DATA)
-    struct.pack_into("<I", data, OFFSETS[3], 0)
-    records, error = read_until_corrupt(bytes(data))
-    assert records == EXPECTED[:3]
-    assert error.offset == OFFSETS[3]
+    vouched = DATA[:where] + frame(payload, length) + DATA[where + HEADER + len(payload):]
+    records, error = read_until_corrupt(vouched)
+    assert records == EXPECTED[:OFFSETS.index(where)]
+    assert str(error) == f"impossible record length at offset {where}"
 
 
 @pytest.mark.parametrize("last", [False, True])
 def test_an_undecodable_record_with_a_good_checksum_is_corruption(last):
     """A valid checksum means the bytes are what was written: never a torn write."""
     payload = b"\xc1garbage"  # 0xc1 is never valid MessagePack
-    bad = struct.pack("<II", len(payload), zlib.crc32(payload)) + payload
+    bad = frame(payload)
     data = DATA + bad if last else DATA[:OFFSETS[7]] + bad + DATA[OFFSETS[7]:]
     where = len(DATA) if last else OFFSETS[7]
     records, error = read_until_corrupt(data)
@@ -279,43 +391,61 @@ def test_an_undecodable_record_with_a_good_checksum_is_corruption(last):
     assert "undecodable record" in str(error)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "design limit of engine/_journal.py read_records: a record whose length field is "
-    "damaged so that it runs past the end of the file reads as a torn tail, so recovery "
-    "truncates it and every acknowledged record after it (only a WARNING is logged)"))
-def test_a_damaged_length_in_the_middle_is_corruption():
-    data = bytearray(DATA)
-    length = struct.unpack_from("<I", data, OFFSETS[5])[0]
-    struct.pack_into("<I", data, OFFSETS[5], length | 1 << 20)  # one bit flip, < MAX_RECORD
-    with pytest.raises(CorruptJournal):
-        read_all(bytes(data))
+@pytest.mark.parametrize("bit", [13, 16, 20, 23])  # lengths from 8 KiB to < MAX_RECORD
+@pytest.mark.parametrize("victim", [5, 38])
+def test_a_damaged_length_in_the_middle_is_corruption(victim, bit):
+    """One bit flip that makes a record run past the end of the file: not a torn tail.
 
-
-def test_random_byte_damage_never_passes_silently():
-    """Flip one byte anywhere: either a CorruptJournal, or a torn tail of the last record.
-
-    A damaged length field may still read as a torn tail (see the xfail above);
-    every other damage must be noticed, and no damaged record is ever returned.
+    Before the header had its own checksum, this read as a torn tail, and recovery
+    truncated it and every acknowledged record after it.
     """
-    rng = random.Random(3)
-    for _ in range(400):
-        index = rng.randrange(len(SEGMENT_MAGIC), len(DATA))
-        data = flip(DATA, index)
+    data = bytearray(DATA)
+    length = struct.unpack_from("<I", data, OFFSETS[victim])[0]
+    damaged = length ^ 1 << bit
+    assert OFFSETS[victim] + HEADER + damaged > len(DATA)  # it would run past the end
+    struct.pack_into("<I", data, OFFSETS[victim], damaged)
+    records, error = read_until_corrupt(bytes(data))
+    assert records == EXPECTED[:victim]
+    assert error.offset == OFFSETS[victim]
+    assert str(error) == f"record header checksum mismatch at offset {OFFSETS[victim]}"
+
+
+def test_segment_damage_shape():
+    """The data the exhaustive damage test below relies on: no record ends in a zero byte."""
+    assert all(DATA[end - 1] != 0 for end in [*OFFSETS[1:], len(DATA)])
+
+
+@pytest.mark.parametrize("mask", [0x01, 0x40, 0x80, 0xFF])
+def test_any_one_byte_damage_never_passes_silently(mask):
+    """Change any one byte after the magic: always a CorruptJournal at the damaged record.
+
+    The one exception is the shape of a torn write: a change that leaves the last
+    record ending in a zero byte, with nothing after it, is its torn tail. Every
+    record before the last is always corruption, never a torn tail, and no damaged
+    record is ever returned.
+    """
+    for index in range(len(SEGMENT_MAGIC), len(DATA)):
+        data = flip(DATA, index, mask)
         victim = max(i for i, offset in enumerate(OFFSETS) if offset <= index)
         records: list[Record] = []
+        torn: TornTail | None = None
         failure: CorruptJournal | None = None
         try:
             for item in read_records(data):
                 if isinstance(item, TornTail):
-                    assert victim == len(OFFSETS) - 1 or index < OFFSETS[victim] + 4, index
-                    assert item.offset == OFFSETS[victim]
+                    torn = item
                 else:
                     records.append(item)
         except CorruptJournal as exc:
             failure = exc
-        if failure is not None:
-            assert failure.offset == OFFSETS[victim], index
         assert records == EXPECTED[:victim], index
+        if victim == len(OFFSETS) - 1 and index >= OFFSETS[victim] + HEADER and data[-1] == 0:
+            assert torn == TornTail(OFFSETS[victim],
+                                    "record cut short, zeros to the end of the file"), index
+        else:
+            assert torn is None, index
+            assert failure is not None, index
+            assert failure.offset == OFFSETS[victim], index
 
 
 # ---------------------------------------------------------------- snapshots

@@ -33,7 +33,13 @@ from engine import (
     PlaceOrder,
     Side,
 )
-from engine._journal import SEGMENT_MAGIC, encode_record, encode_snapshot, read_records
+from engine._journal import (
+    HEADER_SIZE,
+    SEGMENT_MAGIC,
+    encode_record,
+    encode_snapshot,
+    read_records,
+)
 from gateway import JournalError
 from gateway._journal import (
     Fsync,
@@ -125,7 +131,7 @@ def record_offsets(path: Path) -> list[int]:
     offsets, offset = [], len(SEGMENT_MAGIC)
     while offset < len(data):
         offsets.append(offset)
-        offset += 8 + int.from_bytes(data[offset:offset + 4], "little")
+        offset += HEADER_SIZE + int.from_bytes(data[offset:offset + 4], "little")
     return offsets
 
 
@@ -314,12 +320,16 @@ def test_write_snapshot_leaves_no_temporary_file(journal):
 
 def torn_cases(whole: bytes) -> dict[str, bytes]:
     """Ways a crash can leave the last record (``whole``) of a segment."""
+    def zero_from(cut: int) -> bytes:
+        return whole[:cut] + b"\0" * (len(whole) - cut)
+
     return {
         "partial-header": whole[:5],
         "partial-payload": whole[:len(whole) - 4],
         "zero-filled": b"\0" * len(whole),
         "zeros-after-end": b"\0" * 512,
-        "bad-checksum": whole[:-1] + bytes([whole[-1] ^ 1]),
+        "header-then-zeros": zero_from(7),
+        "payload-then-zeros": zero_from(HEADER_SIZE + 9) + b"\0" * 4096,
     }
 
 
@@ -368,7 +378,7 @@ def test_a_batch_torn_into_zeros_is_truncated(journal, caplog):
     path = segment_path(journal.directory, 1)
     offsets = record_offsets(path)
     data = path.read_bytes()
-    cut = offsets[44] + 11
+    cut = offsets[44] + HEADER_SIZE + 11
     path.write_bytes(data[:cut] + b"\0" * (len(data) - cut))
     reference = Engine(DEFAULT_MARKETS)
     for record in list(read_records(data))[:44]:
@@ -393,12 +403,12 @@ def test_a_torn_tail_is_left_alone_without_repair(journal):
     assert listing(journal.directory) == before
 
 
-@pytest.mark.parametrize("written", [0, 3, 7])
-def test_a_segment_torn_at_creation_is_removed(journal, caplog, written):
+@pytest.mark.parametrize(("written", "zeros"), [(0, 0), (3, 0), (7, 0), (0, 8), (5, 3), (5, 600)])
+def test_a_segment_torn_at_creation_is_removed(journal, caplog, written, zeros):
     journal.write_many(commands(30, seed=16))
     journal.close()
     torn = segment_path(journal.directory, 31)
-    torn.write_bytes(SEGMENT_MAGIC[:written])
+    torn.write_bytes(SEGMENT_MAGIC[:written] + b"\0" * zeros)
     with caplog.at_level(logging.WARNING, logger="trade_engine.journal"):
         result = recovered(journal.directory)
     assert not torn.exists()
@@ -429,6 +439,51 @@ def test_a_corrupted_record_in_the_middle_stops_start_up(journal):
     data[offsets[30] + 12] ^= 0xFF
     path.write_bytes(bytes(data))
     assert_refused(journal.directory, str(path), f"checksum mismatch at offset {offsets[30]}")
+
+
+def test_a_damaged_length_in_the_middle_stops_start_up(journal, caplog):
+    """One bit flip makes a record run past the end of the file; nothing is truncated.
+
+    Before the header had its own checksum this read as a torn tail: recovery cut
+    the file there, losing that record and every acknowledged one after it.
+    """
+    journal.write_many(commands(60, seed=39))
+    journal.close()
+    path = segment_path(journal.directory, 1)
+    offsets = record_offsets(path)
+    data = bytearray(path.read_bytes())
+    data[offsets[25] + 2] ^= 0x01  # length += 64 KiB: past the end of this small file
+    assert offsets[25] + HEADER_SIZE + int.from_bytes(data[offsets[25]:offsets[25] + 4],
+                                                      "little") > len(data)
+    path.write_bytes(bytes(data))
+    with caplog.at_level(logging.WARNING, logger="trade_engine.journal"):
+        message = assert_refused(journal.directory)
+    assert message == (f"{path}: record header checksum mismatch at offset {offsets[25]}")
+    assert not caplog.records  # refused, not truncated with a warning
+
+
+@pytest.mark.parametrize("where", ["header", "payload"])
+def test_a_damaged_last_record_stops_start_up(journal, where):
+    """The whole record is there, so it may have been acknowledged: not a torn tail."""
+    journal.write_many(commands(20, seed=40))
+    journal.close()
+    path = segment_path(journal.directory, 1)
+    offsets = record_offsets(path)
+    data = bytearray(path.read_bytes())
+    data[offsets[-1] + (1 if where == "header" else HEADER_SIZE + 1)] ^= 0x10
+    path.write_bytes(bytes(data))
+    expected = "record header checksum" if where == "header" else "record checksum"
+    assert_refused(journal.directory, str(path), f"{expected} mismatch at offset {offsets[-1]}")
+
+
+def test_a_segment_of_the_old_format_stops_start_up(journal):
+    journal.write_many(commands(10, seed=41))
+    journal.close()
+    path = segment_path(journal.directory, 1)
+    path.write_bytes(b"TEJRNL01" + path.read_bytes()[8:])
+    message = assert_refused(journal.directory)
+    assert message == (f"{path}: unsupported journal format TEJRNL01 "
+                       "(this version reads TEJRNL02 only) at offset 0")
 
 
 def test_corruption_in_an_older_segment_stops_start_up(journal):
@@ -565,6 +620,27 @@ def test_cli_reports_a_torn_tail_without_truncating_it(tmp_path):
     assert re.search(r"^torn tail \(a restart truncates it\): .*journal-0+1\.log", verify.stdout,
                      re.MULTILINE), verify.stdout
     assert f"state hash: {journal.engine.state_hash()}" in verify.stdout
+    assert listing(journal.directory) == before
+
+
+def test_cli_verify_exits_1_on_a_damaged_length(tmp_path):
+    """The damage that used to read as a torn tail: verify names the file and offset."""
+    journal = Journal(tmp_path / "journal")
+    journal.write_many(commands(30, seed=42))
+    journal.close()
+    path = segment_path(journal.directory, 1)
+    offsets = record_offsets(path)
+    data = bytearray(path.read_bytes())
+    data[offsets[12] + 1] ^= 0x80  # length += 32 KiB: past the end of the file
+    assert offsets[12] + HEADER_SIZE + int.from_bytes(data[offsets[12]:offsets[12] + 4],
+                                                      "little") > len(data)
+    path.write_bytes(bytes(data))
+    before = listing(journal.directory)
+    result = cli("journal", "verify", str(journal.directory), tmp_path=tmp_path)
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert result.stderr == (f"trade-engine: journal is corrupt: {path}: record header "
+                             f"checksum mismatch at offset {offsets[12]}\n")
     assert listing(journal.directory) == before
 
 
