@@ -11,6 +11,9 @@ from __future__ import annotations
 import struct
 
 _FIN_TEXT = 0x81  # FIN bit + opcode 1 (text)
+
+PING = bytes([0x89, 0])
+"""A ping with no payload. The client's pong (any bytes at all, in fact) proves it alive."""
 _SHORT = struct.Struct("!BB")
 _MEDIUM = struct.Struct("!BBH")
 _LONG = struct.Struct("!BBQ")

@@ -43,7 +43,7 @@ class CoalescingStream(trio.abc.HalfCloseableStream):
 
     __slots__ = (
         "_closed", "_fd", "_head_is_partial", "_lock", "_lot", "_max_pending", "_pending",
-        "_pending_messages", "_stream", "_writing", "torn",
+        "_pending_messages", "_stream", "_writing", "last_received", "torn",
     )
 
     def __init__(self, stream: trio.SocketStream, *, max_pending: int) -> None:
@@ -57,6 +57,10 @@ class CoalescingStream(trio.abc.HalfCloseableStream):
         self._lock = trio.StrictFIFOLock()  # one flusher at a time
         self._lot = trio.lowlevel.ParkingLot()  # the writer, waiting for frames
         self._closed = False
+        self.last_received: float | None = None
+        """When bytes last came from the client (frames, pongs) through this object: the
+        heartbeat's evidence. None until the first read passes through here: a read that
+        trio-websocket began before :func:`adopt` still goes to the bare TCP stream."""
         self.torn = False
         """A write was cut mid-frame: nothing more may be sent, only :meth:`aclose`."""
 
@@ -154,7 +158,9 @@ class CoalescingStream(trio.abc.HalfCloseableStream):
         await self._stream.send_eof()
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
-        return await self._stream.receive_some(max_bytes)
+        data = await self._stream.receive_some(max_bytes)
+        self.last_received = trio.current_time()
+        return data
 
     async def aclose(self) -> None:
         """Close the TCP connection (without a WebSocket close frame if none was sent)."""

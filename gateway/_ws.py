@@ -24,6 +24,7 @@ Rules of this module:
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Collection
 from typing import Any
@@ -36,7 +37,7 @@ from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketReque
 
 from gateway._auth import AuthError, Identity, TokenVerifier
 from gateway._config import LimitSettings, WebSocketSettings
-from gateway._frames import text_frame
+from gateway._frames import PING, text_frame
 from gateway._hub import SLOW_CONSUMER, Hub
 from gateway._limits import Counts, KeyedBuckets, TokenBucket
 from gateway._protocol import (
@@ -85,7 +86,7 @@ class Connection:
 
     # Thousands of these live at once: slots instead of a __dict__ save ~1 KiB each.
     __slots__ = (
-        "_bucket", "_closing", "_farewell", "_hub", "_identity", "_last_heard",
+        "_bucket", "_closing", "_farewell", "_hub", "_identity",
         "_max_refused", "_refused_in_a_row", "_scope", "_sending", "_settings", "_stats",
         "_symbols", "_transport", "_ws", "subscriptions", "user_id",
     )
@@ -118,7 +119,6 @@ class Connection:
         self._closing: tuple[int, str] | None = None
         self._farewell: bytes | None = None
         self._sending: trio.CancelScope | None = None  # the writer's flush in progress, if any
-        self._last_heard = trio.current_time()
 
     # ---------------------------------------------- called by other tasks
 
@@ -190,7 +190,7 @@ class Connection:
             except ConnectionClosed:
                 self._scope.cancel()
                 return
-            now = self._last_heard = trio.current_time()
+            now = trio.current_time()
             if not self._bucket.take(now):
                 self._stats.messages_rate_limited += 1
                 self._refused_in_a_row += 1
@@ -267,24 +267,59 @@ class Connection:
         self.close_soon(TOKEN_EXPIRED, "token expired")
 
     async def _heartbeat(self) -> None:
-        settings = self._settings
+        """Ping every ``ping_interval``; close when nothing comes back in time.
+
+        Pings are pre-built frames written like any message, and the evidence of
+        life is any bytes from the client since the ping (its pong, usually), as
+        the transport records them: no task waits for a particular pong, which
+        keeps a heartbeat to thousands of idle clients cheap.
+        """
+        settings, transport = self._settings, self._transport
+        started = trio.current_time()
+        next_ping = started + settings.ping_interval
+        pinged_at = pong_due = math.inf
         while True:
-            await trio.sleep(settings.ping_interval)
-            if trio.current_time() - self._last_heard > settings.read_timeout:
-                self._stats.heartbeat_timeouts += 1
-                self.close_soon(HEARTBEAT_TIMEOUT, "read timeout")
-                return
-            with trio.move_on_after(settings.pong_timeout) as scope:
-                try:
-                    await self._ws.ping()
-                except ConnectionClosed:
-                    self._scope.cancel()
+            await trio.sleep_until(min(next_ping, pong_due))
+            now = trio.current_time()
+            heard = transport.last_received
+            if now >= pong_due:
+                if heard is None or heard < pinged_at:
+                    self._heartbeat_failed("no pong")
                     return
-            if scope.cancelled_caught:
-                self._stats.heartbeat_timeouts += 1
-                self.close_soon(HEARTBEAT_TIMEOUT, "no pong")
+                pong_due = math.inf
+            if now < next_ping:
+                continue
+            if now - (started if heard is None else heard) > settings.read_timeout:
+                self._heartbeat_failed("read timeout")
                 return
-            self._last_heard = trio.current_time()
+            if heard is None:
+                # The transport cannot see this client's next bytes (see
+                # CoalescingStream.last_received): wait for this pong itself.
+                if not await self._ping_and_wait_for_pong():
+                    return
+                transport.last_received = trio.current_time()
+            elif not self.offer(PING):
+                self.close_soon(SLOW_CONSUMER, "slow consumer")
+                return
+            elif pong_due == math.inf:  # an earlier ping still waiting keeps its deadline
+                pinged_at, pong_due = now, now + settings.pong_timeout
+            next_ping = now + settings.ping_interval
+
+    async def _ping_and_wait_for_pong(self) -> bool:
+        with trio.move_on_after(self._settings.pong_timeout) as scope:
+            try:
+                await self._ws.ping()
+            except ConnectionClosed:
+                self._scope.cancel()
+                return False
+        if scope.cancelled_caught:
+            self._heartbeat_failed("no pong")
+            return False
+        return True
+
+    def _heartbeat_failed(self, reason: str) -> None:
+        self._stats.heartbeat_timeouts += 1
+        self.close_soon(HEARTBEAT_TIMEOUT, reason)
 
 
 @attrs.frozen

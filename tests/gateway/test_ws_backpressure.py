@@ -16,6 +16,7 @@ from wsclient import (
     close_code,
     open_client,
     place,
+    pong,
     stats,
     wait_for_stats,
 )
@@ -121,3 +122,22 @@ async def test_a_client_that_never_answers_pings_is_closed_with_4009(start_gatew
         report = await stats(gateway)
     assert report["heartbeat_timeouts"] == 1
     assert report["connections"] == 1
+
+
+async def test_a_client_that_stops_answering_pings_is_closed_with_4009(start_gateway):
+    """Pings answered keep a quiet client open; once the pongs stop, it is closed."""
+    gateway = await start_gateway(websocket={"ping_interval": 0.2, "pong_timeout": 0.2})
+    client = await RawClient.connect(gateway, "/ws/trades")  # subscribed; never sends a message
+    try:
+        pings = 0
+        while pings < 4:  # about 0.8 s: several intervals and pong timeouts
+            opcode, payload = await client.next_frame()
+            if opcode == PING:
+                pings += 1
+                await client.stream.send_all(pong(payload))
+        assert (await stats(gateway))["heartbeat_timeouts"] == 0
+        frames = await client.frames()  # no more pongs: pings, then the close frame
+    finally:
+        await client.aclose()
+    assert close_code(frames) == 4009
+    assert (await stats(gateway))["heartbeat_timeouts"] == 1

@@ -292,6 +292,15 @@ class RawClient:
             if pause:
                 await trio.sleep(pause)
 
+    async def next_frame(self) -> tuple[int, bytes]:
+        """The next frame of any kind as ``(opcode, payload)``."""
+        with trio.fail_after(TIMEOUT):
+            while (frame := self._next_frame()) is None:
+                data = await self.stream.receive_some(1 << 20)
+                assert data, "the server closed the connection"
+                self._buffer += data
+        return frame
+
     def _next_frame(self) -> tuple[int, bytes] | None:
         data = self._buffer
         if len(data) < 2:
@@ -337,6 +346,14 @@ class RawClient:
 
 
 TEXT, CLOSE, PING = 0x1, 0x8, 0x9
+
+
+def pong(payload: bytes) -> bytes:
+    """A client's pong echoing a ping's payload (masked, as a client's frames must be)."""
+    assert len(payload) < 126
+    key = b"\x01\x02\x03\x04"
+    return bytes([0x8A, 0x80 | len(payload)]) + key + bytes(
+        byte ^ key[i % 4] for i, byte in enumerate(payload))
 
 
 def close_code(frames: list[tuple[int, bytes]]) -> int:
