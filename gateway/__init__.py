@@ -10,6 +10,8 @@ is a thin command line over it. The modules behind this surface are private:
 * ``_ws``: WebSocket listener and connections (reader, writer, heartbeat).
 * ``_rest``: the REST API.
 * ``_protocol``, ``_messages``: pure protocol and encoding, no I/O.
+* ``_transport``, ``_frames``: the socket writer under each connection, and frames.
+* ``_gc``: the cyclic garbage collector policy.
 * ``_auth``, ``_stats``, ``_server``, ``_cli``.
 """
 
@@ -19,6 +21,7 @@ from gateway._config import AuthSettings as AuthSettings
 from gateway._config import Config as Config
 from gateway._config import ConfigError as ConfigError
 from gateway._config import EngineSettings as EngineSettings
+from gateway._config import GcSettings as GcSettings
 from gateway._config import JournalSettings as JournalSettings
 from gateway._config import LimitSettings as LimitSettings
 from gateway._config import WebSocketSettings as WebSocketSettings
@@ -40,6 +43,7 @@ __all__ = [
     "EngineSettings",
     "Fsync",
     "Gateway",
+    "GcSettings",
     "JournalError",
     "JournalSettings",
     "LimitSettings",

@@ -44,6 +44,11 @@ def _positive(_instance: object, attribute: attrs.Attribute[Any], value: float) 
         raise ValueError(f"{attribute.name} must be positive, got {value}")
 
 
+def _non_negative(_instance: object, attribute: attrs.Attribute[Any], value: float) -> None:
+    if not value >= 0:  # also refuses NaN
+        raise ValueError(f"{attribute.name} must be zero or positive, got {value}")
+
+
 def _port(_instance: object, attribute: attrs.Attribute[int], value: int) -> None:
     if not 0 <= value <= 65535:
         raise ValueError(f"{attribute.name} must be a TCP port (0-65535), got {value}")
@@ -134,6 +139,18 @@ class LimitSettings:
 
 
 @attrs.frozen(kw_only=True)
+class GcSettings:
+    """The cyclic garbage collector, which affects the whole process (see docs/configuration.md)."""
+
+    freeze_interval: float = attrs.field(default=5.0, validator=_non_negative)
+    """Seconds between ``gc.freeze()`` calls, which take every object alive then out of
+    the collector's scans (0: leave the collector alone)."""
+    full_collection_interval: float = attrs.field(default=900.0, validator=_non_negative)
+    """Seconds between full collections of everything, frozen objects included, which
+    reclaim the reference cycles they left (0: never)."""
+
+
+@attrs.frozen(kw_only=True)
 class Config:
     host: str = "127.0.0.1"
     rest_port: int = attrs.field(default=8080, validator=_port)
@@ -151,6 +168,7 @@ class Config:
     engine: EngineSettings = attrs.field(factory=EngineSettings)
     journal: JournalSettings = attrs.field(factory=JournalSettings)
     limits: LimitSettings = attrs.field(factory=LimitSettings)
+    gc: GcSettings = attrs.field(factory=GcSettings)
 
     @property
     def journal_directory(self) -> Path:

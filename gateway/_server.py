@@ -2,8 +2,8 @@
 
 Rules of this module: :func:`serve` is the whole server as one trio task
 tree. It recovers the engine from the journal, then starts, in order, the
-fan-out tasks, the engine task, the REST listener (hypercorn) and the
-WebSocket listener (trio-websocket), then reports
+garbage-collector policy task, the fan-out tasks, the engine task, the REST
+listener (hypercorn) and the WebSocket listener (trio-websocket), then reports
 a :class:`Gateway` handle through ``task_status``. It returns when cancelled,
 or after :meth:`Gateway.shutdown` has closed the connections gracefully (at
 most ``shutdown_grace_period`` seconds later).
@@ -21,6 +21,7 @@ from hypercorn.trio import serve as serve_http
 from engine import Command, Engine, Event
 from gateway._auth import TokenVerifier
 from gateway._config import Config
+from gateway._gc import tame_cyclic_gc
 from gateway._hub import Hub
 from gateway._journal import JournalWriter, recover
 from gateway._rest import create_app
@@ -164,6 +165,7 @@ async def serve(
     http_stopped = trio.Event()
 
     async with trio.open_nursery() as nursery:
+        await nursery.start(tame_cyclic_gc, config.gc)
         await nursery.start(hub.run)
         await nursery.start(runtime.run)
         binds = await nursery.start(

@@ -26,7 +26,10 @@ private ``_stream``. pyproject.toml pins trio-websocket below 0.13 and
 
 from __future__ import annotations
 
+import array
+import fcntl
 import os
+import termios
 
 import trio
 from trio_websocket import WebSocketConnection
@@ -107,10 +110,22 @@ class CoalescingStream(trio.abc.HalfCloseableStream):
         if head is not None:
             self._pending.append(head)
 
-    @property
-    def pending(self) -> int:
-        """Messages queued for the writer."""
-        return self._pending_messages
+    def backlogged(self) -> bool:
+        """Whether sent bytes are still on their way: queued here, or unacknowledged.
+
+        The kernel's count (``SIOCOUTQ``) stays above zero while the client's
+        receive window is shut, which is what a client that stopped reading does.
+        """
+        if self._pending:
+            return True
+        if self._closed:
+            return False
+        unacknowledged = array.array("i", [0])
+        try:
+            fcntl.ioctl(self._fd, termios.TIOCOUTQ, unacknowledged)  # == SIOCOUTQ
+        except OSError:
+            return False
+        return unacknowledged[0] > 0
 
     # ----------------------------------------------------- for the writer
 

@@ -284,7 +284,7 @@ class Connection:
             heard = transport.last_received
             if now >= pong_due:
                 if heard is None or heard < pinged_at:
-                    self._heartbeat_failed("no pong")
+                    self._no_pong()
                     return
                 pong_due = math.inf
             if now < next_ping:
@@ -313,9 +313,16 @@ class Connection:
                 self._scope.cancel()
                 return False
         if scope.cancelled_caught:
-            self._heartbeat_failed("no pong")
+            self._no_pong()
             return False
         return True
+
+    def _no_pong(self) -> None:
+        """Close a client whose pong is late: slow if our bytes are stuck, else dead."""
+        if self._transport.backlogged():  # the ping waits behind what it does not read
+            self.close_soon(SLOW_CONSUMER, "slow consumer: not reading")
+        else:
+            self._heartbeat_failed("no pong")
 
     def _heartbeat_failed(self, reason: str) -> None:
         self._stats.heartbeat_timeouts += 1

@@ -17,7 +17,15 @@ import pytest
 import trio
 from trio_websocket import ConnectionClosed
 
-from gateway import AuthSettings, Config, EngineSettings, WebSocketSettings
+from gateway import (
+    AuthSettings,
+    Config,
+    EngineSettings,
+    GcSettings,
+    JournalSettings,
+    LimitSettings,
+    WebSocketSettings,
+)
 
 DOCS = Path(__file__).parents[2] / "docs"
 EXAMPLE = re.compile(r"```json example: (\w+)\n(.*?)```", re.DOTALL)
@@ -111,6 +119,7 @@ async def test_every_protocol_example_matches_a_live_message(gateway, http, toke
 
 def test_every_configuration_key_is_documented():
     text = (DOCS / "configuration.md").read_text(encoding="utf-8")
-    for settings in (Config, WebSocketSettings, AuthSettings, EngineSettings):
+    for settings in (Config, WebSocketSettings, AuthSettings, EngineSettings, JournalSettings,
+                     LimitSettings, GcSettings):
         for field in attrs.fields(settings):
             assert f"`{field.name}`" in text or f"[{field.name}]" in text, field.name

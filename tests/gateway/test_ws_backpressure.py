@@ -141,3 +141,22 @@ async def test_a_client_that_stops_answering_pings_is_closed_with_4009(start_gat
         await client.aclose()
     assert close_code(frames) == 4009
     assert (await stats(gateway))["heartbeat_timeouts"] == 1
+
+
+async def test_a_client_that_stops_reading_is_a_slow_consumer_not_a_dead_one(start_gateway):
+    """Its pong cannot come: the ping is stuck behind data it does not read. That is 4008.
+
+    Here the queue never fills (a few dozen KiB at most); the heartbeat finds the
+    client's receive window shut (bytes unacknowledged) when the pong is late.
+    """
+    gateway = await start_gateway(websocket={"ping_interval": 0.3, "pong_timeout": 0.3})
+    stalled = await RawClient.connect(gateway, "/ws/trades", receive_buffer=4096)
+    try:
+        await place(gateway, "maker", "sell", "50000.00", "100")
+        for _ in range(150):  # ~40 KiB of trades: more than the client's window
+            await place(gateway, "taker", "buy", "50000.00", "0.001")
+        report = await wait_for_stats(gateway, lambda s: s["slow_consumer_disconnects"] == 1)
+    finally:
+        await stalled.aclose()
+    assert report["heartbeat_timeouts"] == 0
+    assert report["messages_dropped"] == 0  # not a queue overflow: the heartbeat found it
