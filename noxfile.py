@@ -88,3 +88,38 @@ def soak(session: nox.Session) -> None:
     """
     session.install(".")
     session.run("python", "-m", "bench.soak", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def load(session: nox.Session) -> None:
+    """Fan-out load on our gateway; see bench/README.md, "Fan-out load".
+
+    Not part of the default sessions. Writes bench/results/load.json and load.png.
+    Arguments after ``--`` go to ``python -m bench.load``, e.g.
+    ``nox -s load -- --clients 1000 --rate 50 --duration 20``, ``-- --hold 10000
+    --duration 60`` or ``-- --stall 1 --repeat 3``.
+    """
+    session.install(".", "matplotlib>=3.11")
+    session.run("python", "-m", "bench.load", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def load_baseline(session: nox.Session) -> None:
+    """Ours and the websockets + uvloop baseline side by side, same clients, rate and size.
+
+    Writes bench/results/load_baseline.json and load_baseline.png; e.g.
+    ``nox -s load_baseline -- --clients 1000 --rate 50 --duration 20 --repeat 3``.
+    """
+    session.install(".", "websockets>=17.4", "uvloop>=0.23", "matplotlib>=3.11")
+    session.run("python", "-m", "bench.load", "--server", "both", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def load_sweep(session: nox.Session) -> None:
+    """Raise the rate until p99 > 50 ms or a miss, ours and the baseline; the ratio.
+
+    Writes bench/results/sweep.json and sweep.png; e.g. ``nox -s load_sweep --
+    --clients 1000 --rate 20 --sweep-max-seconds 600``.
+    """
+    session.install(".", "websockets>=17.4", "uvloop>=0.23", "matplotlib>=3.11")
+    session.run("python", "-m", "bench.load", "--sweep", *session.posargs)

@@ -142,7 +142,7 @@ class LimitSettings:
 class GcSettings:
     """The cyclic garbage collector, which affects the whole process (see docs/configuration.md)."""
 
-    freeze_interval: float = attrs.field(default=5.0, validator=_non_negative)
+    freeze_interval: float = attrs.field(default=1.0, validator=_non_negative)
     """Seconds between ``gc.freeze()`` calls, which take every object alive then out of
     the collector's scans (0: leave the collector alone)."""
     full_collection_interval: float = attrs.field(default=900.0, validator=_non_negative)

@@ -1,0 +1,193 @@
+"""Start and stop the server under test as a subprocess; read its CPU and RSS from /proc.
+
+Rules of this module:
+
+* Our gateway runs as ``python -m gateway._cli serve --config <tmp toml>`` on
+  ports 0; the ports are read from the line it prints once it listens. The
+  config raises the per-IP connection limits and the REST rate limit out of the
+  way (every client is on loopback), sets the ping interval, and asks for
+  ``published_ns`` with ``[websocket] publish_timestamps = true``.
+* The baseline runs as ``python -m bench.baseline_server``.
+* Both get the parent's RLIMIT_NOFILE, raised to the hard limit by
+  :func:`raise_nofile` before anything is spawned.
+* :meth:`ServerProcess.stop` sends SIGINT, then SIGKILL after ``kill_after``
+  seconds: every run ends with its server gone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import resource
+import secrets
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+_OURS_READY = re.compile(r"REST on http://[^:]+:(\d+)/api/v1, WebSocket on ws://[^:]+:(\d+)/ws")
+_BASELINE_READY = re.compile(r"baseline: WebSocket on ws://[^:]+:(\d+)/ws")
+
+
+def raise_nofile() -> tuple[int, int]:
+    """Raise this process's soft RLIMIT_NOFILE to the hard limit (children inherit it)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process (all its threads), in seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def cpu_split(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds of a process."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+class ServerProcess:
+    """A server subprocess with its output in a log file."""
+
+    def __init__(self, argv: list[str], ready: re.Pattern[str], workdir: Path, *,
+                 kill_after: float = 15.0, env: dict[str, str] | None = None) -> None:
+        self.argv = argv
+        self.ready = ready
+        self.workdir = workdir
+        self.kill_after = kill_after
+        self.log_path = workdir / "server.log"
+        self.env = env
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.ports: tuple[int, ...] = ()
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def start(self, timeout: float = 30.0) -> None:
+        with self.log_path.open("wb") as log:
+            self.proc = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT,
+                                         stdin=subprocess.DEVNULL, env=self.env)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            match = self.ready.search(self.log_path.read_text(errors="replace"))
+            if match:
+                self.ports = tuple(int(g) for g in match.groups())
+                return
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        tail = self.log_tail()
+        self.stop()
+        raise RuntimeError(f"server did not start ({' '.join(self.argv)}):\n{tail}")
+
+    def log_tail(self, lines: int = 30) -> str:
+        with contextlib.suppress(OSError):
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        return ""
+
+    def stop(self) -> int | None:
+        if self.proc is None or self.proc.poll() is not None:
+            return None if self.proc is None else self.proc.returncode
+        self.proc.send_signal(signal.SIGINT)
+        try:
+            return self.proc.wait(self.kill_after)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait(5)
+
+
+def _toml(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return repr(value)
+
+
+def our_config(data_dir: Path, *, secret: str, ping_interval: float, fsync: str,
+               extra: dict[str, dict[str, Any]] | None = None) -> str:
+    big = 1_000_000
+    tables: dict[str, dict[str, Any]] = {
+        "websocket": {"ping_interval": ping_interval, "publish_timestamps": True},
+        "auth": {"jwt_secret": secret},
+        "journal": {"fsync": fsync},
+        "limits": {
+            "max_connections_per_ip": big, "connections_per_second_per_ip": float(big),
+            "connection_burst_per_ip": big, "rest_requests_per_second": float(big),
+            "rest_burst": big,
+        },
+    }
+    for table, values in (extra or {}).items():
+        tables.setdefault(table, {}).update(values)
+    lines = ['host = "127.0.0.1"', "rest_port = 0", "ws_port = 0",
+             f"data_dir = {_toml(str(data_dir))}"]
+    for table, values in tables.items():
+        lines.append(f"\n[{table}]")
+        lines.extend(f"{key} = {_toml(value)}" for key, value in values.items())
+    return "\n".join(lines) + "\n"
+
+
+class OurServer(ServerProcess):
+    """``trade-engine serve`` on ports 0 with the load configuration, in a temporary directory."""
+
+    def __init__(self, *, ping_interval: float = 5.0, fsync: str = "batch",
+                 log_level: str = "WARNING", extra: dict[str, dict[str, Any]] | None = None
+                 ) -> None:
+        self._tmp = tempfile.TemporaryDirectory(prefix="load-gateway-")
+        workdir = Path(self._tmp.name)
+        self.secret = secrets.token_hex(32)
+        (workdir / "gateway.toml").write_text(our_config(
+            workdir / "data", secret=self.secret, ping_interval=ping_interval, fsync=fsync,
+            extra=extra))
+        argv = [sys.executable, "-m", "gateway._cli", "--log-level", log_level, "serve",
+                "--config", str(workdir / "gateway.toml")]
+        super().__init__(argv, _OURS_READY, workdir)
+
+    @property
+    def rest_port(self) -> int:
+        return self.ports[0]
+
+    @property
+    def ws_port(self) -> int:
+        return self.ports[1]
+
+    def stop(self) -> int | None:
+        try:
+            return super().stop()
+        finally:
+            self._tmp.cleanup()
+
+
+class BaselineServer(ServerProcess):
+    def __init__(self, *, rate: float, ping_interval: float = 5.0) -> None:
+        self._tmp = tempfile.TemporaryDirectory(prefix="load-baseline-")
+        argv = [sys.executable, "-m", "bench.baseline_server", "--port", "0",
+                "--rate", str(rate), "--ping-interval", str(ping_interval)]
+        super().__init__(argv, _BASELINE_READY, Path(self._tmp.name))
+
+    @property
+    def ws_port(self) -> int:
+        return self.ports[0]
+
+    def stop(self) -> int | None:
+        try:
+            return super().stop()
+        finally:
+            self._tmp.cleanup()
