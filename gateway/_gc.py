@@ -9,13 +9,17 @@ waits while one runs: the ``subscribe`` round trip p99 was 2.4 s.
 
 Rules of this module:
 
-* Every ``freeze_interval`` seconds, :func:`gc.freeze` moves every object alive
-  then to the permanent generation, which collections skip. Objects that are
+* Every ``freeze_interval`` seconds, the objects made since the last freeze
+  are collected (few, so it is quick; this reclaims the reference cycles of
+  short-lived things such as a connection that came and went, and wsproto
+  leaves one per connection), then :func:`gc.freeze` moves every object alive
+  to the permanent generation, which later collections skip. Objects that are
   no longer referenced are still freed at once by reference counting, frozen
   or not; only reference cycles among frozen objects wait.
-* Every ``full_collection_interval`` seconds, everything is unfrozen and
-  collected once, which reclaims those cycles: one pause at a known rate
-  instead of pauses at a rate set by the traffic.
+* Everything is unfrozen and collected once every ``full_collection_interval``
+  seconds, or sooner when the frozen population has doubled since the last
+  full collection (long-lived connections that closed leave cycles behind):
+  pauses at a known, low rate instead of a rate set by the traffic.
 * On the way out the objects are unfrozen, leaving the collector as it was.
 
 This changes the whole process's collector, so an embedding program that
@@ -34,6 +38,9 @@ from gateway._config import GcSettings
 
 log = logging.getLogger("trade_engine.gateway")
 
+_SMALL_HEAP = 500_000
+"""Frozen objects below which growth never forces a full collection (a few MiB)."""
+
 
 async def tame_cyclic_gc(
     settings: GcSettings, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
@@ -45,19 +52,23 @@ async def tame_cyclic_gc(
     task_status.started()
     if not settings.freeze_interval:
         return
-    last_full = trio.current_time()
+    last_full, frozen_after_full = trio.current_time(), gc.get_freeze_count()
     try:
         while True:
             await trio.sleep(settings.freeze_interval)
-            now = trio.current_time()
-            full = settings.full_collection_interval
-            if full and now - last_full >= full:
-                last_full = now
+            gc.collect()  # only what is not frozen: the objects of the last interval
+            now, full = trio.current_time(), settings.full_collection_interval
+            if (full and now - last_full >= full) or (
+                gc.get_freeze_count() > 2 * max(frozen_after_full, _SMALL_HEAP)
+            ):
                 gc.unfreeze()
                 started = time.perf_counter()
                 found = gc.collect()
                 log.info("full garbage collection: %d unreachable objects in %.0f ms",
                          found, 1000 * (time.perf_counter() - started))
-            gc.freeze()
+                gc.freeze()
+                last_full, frozen_after_full = now, gc.get_freeze_count()
+            else:
+                gc.freeze()
     finally:
         gc.unfreeze()

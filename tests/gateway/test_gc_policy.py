@@ -46,6 +46,20 @@ async def test_a_full_collection_reclaims_cycles_among_frozen_objects(autojump_c
         nursery.cancel_scope.cancel()
 
 
+async def test_cycles_dropped_between_freezes_are_reclaimed_before_freezing(autojump_clock):
+    """A connection that came and went leaves a cycle (wsproto's parser): it must not stay."""
+    async with trio.open_nursery() as nursery:
+        await nursery.start(tame_cyclic_gc, GcSettings(freeze_interval=1.0,
+                                                       full_collection_interval=0))
+        await trio.sleep(1.5)
+        cycle = Cycle()
+        gone = weakref.ref(cycle)
+        del cycle
+        await trio.sleep(1.0)  # the next freeze collects the young objects first
+        assert gone() is None
+        nursery.cancel_scope.cancel()
+
+
 async def test_zero_leaves_the_collector_alone():
     async with trio.open_nursery() as nursery:
         await nursery.start(tame_cyclic_gc, GcSettings(freeze_interval=0))
