@@ -373,6 +373,58 @@ def profile_ours(stream: Sequence[NewOrder | MeCancelOrder], top: int) -> None:
     profiler.disable()
     print(f"cProfile of {OURS} on {len(cmds):,} commands, top {top} by tottime:")
     pstats.Stats(profiler).strip_dirs().sort_stats("tottime").print_stats(top)
+    print_breakdown(stream)
+
+
+def _kind(events: Sequence[object]) -> str:
+    """What a command of ours did, from its events: the rows of the breakdown."""
+    first = type(events[0]).__name__
+    if first != "OrderAccepted":
+        return {"OrderRejected": "refused", "OrderCancelled": "cancel"}.get(first, first)
+    names = {type(e).__name__ for e in events}
+    if "TradeExecuted" in names:
+        return "place, takes"
+    return "place, no fill" if "OrderCancelled" in names else "place, rests"
+
+
+def print_breakdown(stream: Sequence[NewOrder | MeCancelOrder]) -> None:
+    """Mean latency per kind of command, ours and matching-engine, one timed run each.
+
+    The kind comes from our events for the command; the peer's latency for the
+    same position in the stream goes in the same row. Timer included, as in
+    the timed pass.
+    """
+    n = len(stream)
+    ours_lat, peer_lat = [0] * n, [0] * n
+    engine = Engine([SPEC])
+    apply, clock = engine.apply, time.perf_counter_ns
+    kinds: list[str] = []
+    counted: dict[str, int] = {}
+    gc.collect()
+    for seq, cmd in enumerate(to_ours(stream), 1):
+        t0 = clock()
+        out = apply(cmd, seq=seq, ts=seq)
+        ours_lat[seq - 1] = clock() - t0
+        kind = _kind(out)
+        kinds.append(kind)
+        counted[kind] = counted.get(kind, 0) + len(out)
+    _loop_peer(to_peer(stream), peer_lat)
+    rows: dict[str, list[int]] = {}
+    for kind, a, b in zip(kinds, ours_lat, peer_lat, strict=True):
+        row = rows.setdefault(kind, [0, 0, 0])
+        row[0] += 1
+        row[1] += a
+        row[2] += b
+    total_a, total_b = sum(ours_lat), sum(peer_lat)
+    print("\nMean latency per kind of command (one timed run each, timer included):")
+    head = (f"{'kind':<16} {'commands':>9} {OURS + ' ns':>16} {PEER + ' ns':>18} "
+            f"{'ours share':>10} {'peer share':>10} {'our events/cmd':>14}")
+    print(head)
+    print("-" * len(head))
+    for kind, (count, a, b) in sorted(rows.items(), key=lambda kv: -kv[1][1]):
+        print(f"{kind:<16} {count:>9,} {a / count:>16,.0f} {b / count:>18,.0f} "
+              f"{a / total_a:>10.1%} {b / total_b:>10.1%} {counted[kind] / count:>14.2f}")
+    print(f"{'all':<16} {n:>9,} {total_a / n:>16,.0f} {total_b / n:>18,.0f}")
 
 
 def benchmark(
@@ -462,7 +514,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=42, help="order_flow seed")
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="JSON results file")
     parser.add_argument("--profile", action="store_true",
-                        help="only cProfile ours on the stream; print, write no JSON")
+                        help="only cProfile ours on the stream, then print the mean latency "
+                             "per kind of command for ours and the peer; write no JSON")
     parser.add_argument("--profile-top", type=int, default=25, help="rows of the profile")
     args = parser.parse_args(argv)
     if args.count < 1 or args.rounds < 1:

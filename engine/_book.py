@@ -47,28 +47,34 @@ class RestingOrder(msgspec.Struct, gc=False):
     Mutable, owned by the engine: fills decrement ``remaining`` and raise
     ``filled`` in place. Outside the engine it is seen as an immutable
     :class:`engine.Order`. A msgspec struct because the engine builds one per
-    order and a positional struct costs a tenth of a Python ``__init__``; the
-    engine builds it at two call sites, both covered by field-by-name tests.
+    order and a positional struct costs a tenth of a Python ``__init__``. The
+    engine builds it positionally at one call site (a place) and by keyword
+    elsewhere (restore, amend), all covered by field-by-name tests.
+
+    The fields are in the order the hot paths read them, not in the order of
+    :class:`engine.Order`: a cancel, a refused cancel and a fill read the first
+    ones (``remaining``, ``user_id``, ...), so they share the object's first
+    cache line. Views convert by field name, so the order is private.
     """
 
-    order_id: int
+    remaining: int
     user_id: str
     symbol: str
+    filled: int
+    order_id: int
+    price: int | None
     side: Side
+    client_order_id: str | None
+    quantity: int
+    status: OrderStatus
+    updated_seq: int
+    updated_ts: int
     order_type: OrderType
     time_in_force: TimeInForce
     post_only: bool
     self_trade_prevention: SelfTradePrevention
-    client_order_id: str | None
-    price: int | None
-    quantity: int
-    filled: int
-    remaining: int
-    status: OrderStatus
     created_seq: int
     created_ts: int
-    updated_seq: int
-    updated_ts: int
 
 
 class Level:

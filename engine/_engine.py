@@ -64,6 +64,10 @@ from engine._views import (
 
 _NO_LIMIT: Final = -(1 << 64)  # a market order's limit key: crosses every level
 _MAX_CLIENT_ORDER_ID: Final = 64
+# The largest one-digit int. `0 < x < _COMPACT` runs on the interpreter's fast
+# int comparison; `x <= MAX_UNITS` cannot (MAX_UNITS takes three digits), so the
+# range checks try the first and fall back on the second only for large values.
+_COMPACT: Final = (1 << 30) - 1
 
 _BUY, _SELL = Side.BUY, Side.SELL
 _GTC, _IOC, _FOK = TimeInForce.GTC, TimeInForce.IOC, TimeInForce.FOK
@@ -74,6 +78,7 @@ _STP_CANCEL_MAKER = SelfTradePrevention.CANCEL_MAKER
 _NEW, _PARTIAL = OrderStatus.NEW, OrderStatus.PARTIALLY_FILLED
 _FILLED, _CANCELLED = OrderStatus.FILLED, OrderStatus.CANCELLED
 _MAKER, _TAKER = Liquidity.MAKER, Liquidity.TAKER
+_USER = CancelReason.USER
 
 _Dirty = list[Level]  # every level a command touched, in order
 
@@ -163,33 +168,17 @@ class Engine:
             raise SequenceError(f"seq {seq!r} is not after {self._last_seq}")
         self._last_seq = seq
         kind = type(command)
-        if kind is PlaceOrder:
-            return self._place(command, seq, ts)  # type: ignore[arg-type]
-        if kind is CancelOrder:
-            return self._cancel(command, seq, ts)  # type: ignore[arg-type]
-        if kind is AmendOrder:
-            return self._amend(command, seq, ts)  # type: ignore[arg-type]
-        if kind is CancelAllOrders:
-            return self._cancel_all(command, seq, ts)  # type: ignore[arg-type]
-        user = getattr(command, "user_id", "")
-        return [_rejected(seq, ts, "unknown", None, None, user, None, RejectReason.UNKNOWN_COMMAND)]
-
-    @staticmethod
-    def _reject_place(c: PlaceOrder, reason: RejectReason, seq: int, ts: int) -> list[Event]:
-        return [
-            _rejected(
-                seq, ts, "place", c.symbol, c.order_id, c.user_id, c.client_order_id, reason
-            )
-        ]
-
-    def _place(self, c: PlaceOrder, seq: int, ts: int) -> list[Event]:
-        """Validate, match, then rest or cancel the remainder.
-
-        Most commands are limit orders that rest without crossing, so that path
-        is written out in full here: validation, ``BookSide.add``, the order
-        index and the single-level book report, with no call it can avoid. The
-        checks run in the documented order; the first failing one is the reason.
-        """
+        if kind is not PlaceOrder:
+            if kind is CancelOrder:
+                return self._cancel(command, seq, ts)  # type: ignore[arg-type]
+            return self._apply_other(command, seq, ts)
+        # PlaceOrder, three commands in four: written out here rather than in a
+        # method of its own, which saves a call per command. In order:
+        # validation, then resting (the most common case) or matching, the
+        # order indexes, the closed history and the book report. Only the
+        # matching loop (:meth:`_match`, shared with amend) is a call.
+        # The checks run in the documented order; the first failing one is the reason.
+        c: PlaceOrder = command  # type: ignore[assignment]
         symbol = c.symbol
         m = self._markets.get(symbol) if type(symbol) is str else None
         if m is None:
@@ -197,7 +186,7 @@ class Engine:
         user, oid = c.user_id, c.order_id
         if type(user) is not str or not user:
             return self._reject_place(c, RejectReason.INVALID_USER_ID, seq, ts)
-        if type(oid) is not int or not 0 < oid <= MAX_UNITS:
+        if type(oid) is not int or not (0 < oid < _COMPACT or 0 < oid <= MAX_UNITS):
             return self._reject_place(c, RejectReason.INVALID_ORDER_ID, seq, ts)
         orders = self._orders
         if oid in orders:
@@ -210,12 +199,13 @@ class Engine:
         else:
             return self._reject_place(c, RejectReason.INVALID_SIDE, seq, ts)
         qty, price, tif, order_type = c.quantity, c.price, c.time_in_force, c.order_type
-        if type(qty) is not int or not 0 < qty <= MAX_UNITS:
-            return self._reject_place(c, RejectReason.INVALID_QUANTITY, seq, ts)
-        if qty < m.min_lots:
-            return self._reject_place(c, RejectReason.BELOW_MIN_QUANTITY, seq, ts)
+        if type(qty) is not int or not m.min_lots <= qty < _COMPACT:  # min_lots >= 1
+            if type(qty) is not int or not 0 < qty <= MAX_UNITS:
+                return self._reject_place(c, RejectReason.INVALID_QUANTITY, seq, ts)
+            if qty < m.min_lots:
+                return self._reject_place(c, RejectReason.BELOW_MIN_QUANTITY, seq, ts)
         if order_type is _LIMIT:
-            if type(price) is not int or not 0 < price <= MAX_UNITS:
+            if type(price) is not int or not (0 < price < _COMPACT or 0 < price <= MAX_UNITS):
                 return self._reject_place(c, RejectReason.INVALID_PRICE, seq, ts)
             if tif is None:
                 tif = _GTC
@@ -242,89 +232,153 @@ class Engine:
                 return self._reject_place(c, RejectReason.INVALID_CLIENT_ORDER_ID, seq, ts)
             if (user, cid) in self._client_ids:
                 return self._reject_place(c, RejectReason.DUPLICATE_CLIENT_ORDER_ID, seq, ts)
-        keys = opposite.keys
-        crossing = False
-        if keys and (price is None or keys[-1] >= price * opposite.sign):
+        # The book was reported after the last command, so book.top holds the
+        # current best prices: crossing means reaching the opposite one.
+        bid, bid_qty, ask, ask_qty = book.top
+        if side is _BUY:
+            crossing = ask is not None and (price is None or price >= ask)
+        else:
+            crossing = bid is not None and (price is None or price <= bid)
+        if crossing:
             if post_only:
                 return self._reject_place(c, RejectReason.POST_ONLY_WOULD_CROSS, seq, ts)
             if tif is _FOK and not _fillable(opposite, price, qty, user, stp):
                 return self._reject_place(c, RejectReason.FOK_NOT_FILLABLE, seq, ts)
-            crossing = True
         elif tif is _FOK:  # nothing to cross at all
             return self._reject_place(c, RejectReason.FOK_NOT_FILLABLE, seq, ts)
 
+        # Valid: from here on the command changes the engine.
         symbol = m.symbol
-        # Positional: field order of RestingOrder and OrderAccepted (see _events).
+        # Positional: field order of RestingOrder (see _book) and OrderAccepted (see _events).
         order = RestingOrder(
-            oid, user, symbol, side, order_type, tif, post_only, stp, cid,
-            price, qty, 0, qty, _NEW, seq, ts, seq, ts,
+            qty, user, symbol, 0, oid, price, side, cid, qty, _NEW, seq, ts,
+            order_type, tif, post_only, stp, seq, ts,
         )
         accepted = OrderAccepted(
             seq, ts, symbol, oid, user, cid, side, order_type, tif, post_only, stp, price, qty,
         )
-        if crossing:
-            return self._take(m, order, accepted, own, opposite, seq, ts)
-        if tif is not _GTC:  # IOC with nothing to cross
-            events: list[Event] = [accepted]
-            self._report_cancelled(order, qty, CancelReason.UNFILLED, events, seq, ts)
-            self._remember_closed(order)
-            return events
-
-        # Rest: BookSide.add and _rest, written out.
-        assert price is not None  # a GTC order is a limit order
-        level = own.levels.get(price)
-        if level is None:
-            level = own.add(order)
-        else:
-            level.queue.append(order)
-            level.quantity += qty
-            level.count += 1
-        orders[oid] = order
-        mine = self._by_user.get(user)
-        if mine is None:
-            self._by_user[user] = {oid: order}
-        else:
-            mine[oid] = order
-        if cid is not None:
-            self._client_ids[user, cid] = oid
-
-        # _publish_book for a single level. The book was reported after the last
-        # command, so book.top is current; a level behind its side's best leaves
-        # it alone, and a rest at or above the best always changes it.
-        level_qty = level.quantity
-        changed = BookLevelChanged(seq, ts, symbol, side, price, level_qty)
-        bid, bid_qty, ask, ask_qty = book.top
-        top: tuple[int | None, int, int | None, int]
-        if side is _BUY:
-            if bid is not None and price < bid:
-                return [accepted, changed]
-            top = book.top = (price, level_qty, ask, ask_qty)
-        else:
+        if not crossing:
+            if tif is not _GTC:  # IOC with nothing to cross
+                events: list[Event] = [accepted]
+                self._report_cancelled(order, qty, CancelReason.UNFILLED, events, seq, ts)
+                self._remember_closed(order)
+                return events
+            # Rest, the most common command: BookSide.add and the indexes.
+            assert price is not None  # a GTC order is a limit order
+            level = own.levels.get(price)
+            if level is None:
+                level = own.add(order)
+            else:
+                level.queue.append(order)
+                level.quantity += qty
+                level.count += 1
+            orders[oid] = order
+            mine = self._by_user.get(user)
+            if mine is None:
+                self._by_user[user] = {oid: order}
+            else:
+                mine[oid] = order
+            if cid is not None:
+                self._client_ids[user, cid] = oid
+            # The book report for a single level. book.top is current (above): a
+            # level behind its side's best leaves it alone, and a rest at or above
+            # the best always changes it.
+            level_qty = level.quantity
+            changed = BookLevelChanged(seq, ts, symbol, side, price, level_qty)
+            if side is _BUY:
+                if bid is not None and price < bid:
+                    return [accepted, changed]
+                book.top = (price, level_qty, ask, ask_qty)
+                return [
+                    accepted, changed,
+                    TopOfBookChanged(seq, ts, symbol, price, level_qty, ask, ask_qty),
+                ]
             if ask is not None and price > ask:
                 return [accepted, changed]
-            top = book.top = (bid, bid_qty, price, level_qty)
-        return [accepted, changed, TopOfBookChanged(seq, ts, symbol, *top)]
+            book.top = (bid, bid_qty, price, level_qty)
+            return [
+                accepted, changed,
+                TopOfBookChanged(seq, ts, symbol, bid, bid_qty, price, level_qty),
+            ]
 
-    def _take(
-        self, m: _Market, order: RestingOrder, accepted: OrderAccepted,
-        own: BookSide, opposite: BookSide, seq: int, ts: int,
-    ) -> list[Event]:
-        """The rest of :meth:`_place` for an order that crosses the book."""
-        events: list[Event] = [accepted]
+        # Take: match, then rest or close the remainder, then report the book.
+        events = [accepted]
         dirty: _Dirty = []
         stopped = self._match(m, order, opposite, events, dirty, seq, ts)
         remaining = order.remaining
-        if remaining and not stopped and order.time_in_force is _GTC:
-            dirty.append(self._rest(own, order))
+        if remaining and not stopped and tif is _GTC:
+            assert price is not None
+            level = own.levels.get(price)
+            if level is None:
+                level = own.add(order)
+            else:
+                level.queue.append(order)
+                level.quantity += remaining
+                level.count += 1
+            orders[oid] = order
+            mine = self._by_user.get(user)
+            if mine is None:
+                self._by_user[user] = {oid: order}
+            else:
+                mine[oid] = order
+            if cid is not None:
+                self._client_ids[user, cid] = oid
+            dirty.append(level)
         else:
             if remaining:
                 self._report_cancelled(
                     order, remaining, CancelReason.SELF_TRADE if stopped else CancelReason.UNFILLED,
                     events, seq, ts,
                 )
-            self._remember_closed(order)
-        self._publish_book(m, dirty, events, seq, ts)
+            # _remember_closed
+            orders[oid] = order
+            fifo = self._closed_fifo
+            fifo.append(oid)
+            if len(fifo) > self._order_history:
+                del orders[fifo.popleft()]
+        # The levels touched are distinct (each opposite level is visited once,
+        # and the own level is on the other side), so no de-duplication here.
+        append = events.append
+        for level in dirty:
+            append(BookLevelChanged(seq, ts, symbol, level.side, level.price, level.quantity))
+        # Book.current_top, written out; the top is reported only if it changed.
+        side_ = book.bids
+        keys = side_.keys
+        if keys:
+            level = side_.levels[keys[-1]]
+            bid, bid_qty = level.price, level.quantity
+        else:
+            bid, bid_qty = None, 0
+        side_ = book.asks
+        keys = side_.keys
+        if keys:
+            level = side_.levels[-keys[-1]]
+            ask, ask_qty = level.price, level.quantity
+        else:
+            ask, ask_qty = None, 0
+        top = (bid, bid_qty, ask, ask_qty)
+        if top != book.top:
+            book.top = top
+            append(TopOfBookChanged(seq, ts, symbol, bid, bid_qty, ask, ask_qty))
         return events
+
+    def _apply_other(self, command: Command, seq: int, ts: int) -> list[Event]:
+        """:meth:`apply` for everything but a place or a cancel."""
+        kind = type(command)
+        if kind is AmendOrder:
+            return self._amend(command, seq, ts)  # type: ignore[arg-type]
+        if kind is CancelAllOrders:
+            return self._cancel_all(command, seq, ts)  # type: ignore[arg-type]
+        user = getattr(command, "user_id", "")
+        return [_rejected(seq, ts, "unknown", None, None, user, None, RejectReason.UNKNOWN_COMMAND)]
+
+    @staticmethod
+    def _reject_place(c: PlaceOrder, reason: RejectReason, seq: int, ts: int) -> list[Event]:
+        return [
+            _rejected(
+                seq, ts, "place", c.symbol, c.order_id, c.user_id, c.client_order_id, reason
+            )
+        ]
 
     def _rest(self, own: BookSide, order: RestingOrder) -> Level:
         """Put an open order on its side of the book and in the indexes; return its level."""
@@ -355,23 +409,34 @@ class Engine:
         Takes the head of the best level until the order is filled, the book
         no longer crosses its limit, or self-trade prevention stops it.
         Returns True when self-trade prevention cancelled the taker; the
-        caller then cancels what remains instead of resting it.
+        caller then cancels what remains instead of resting it. A maker that
+        fills completely is closed here (:meth:`_close`, written out).
         """
-        taker_side = order.side
         keys = opposite.keys
+        if not keys:
+            return False
         price = order.price
         sign = opposite.sign
-        limit_key = _NO_LIMIT if price is None else price * sign
+        # A market order crosses every level: the worst key on the side will do,
+        # as matching only ever removes keys. (A compact int, unlike a sentinel
+        # beyond 2**63, keeps the comparison below on its fast path.)
+        limit_key = keys[0] if price is None else price * sign
         levels = opposite.levels
-        symbol, user, taker_id = m.symbol, order.user_id, order.order_id
+        symbol, maker_side = m.symbol, opposite.side
+        taker_side, user, taker_id = order.side, order.user_id, order.order_id
         taker_cid = order.client_order_id
         stp = order.self_trade_prevention
+        check_stp = stp is not _STP_NONE
         maker_num, maker_den = m.maker_num, m.maker_den
         taker_num, taker_den = m.taker_num, m.taker_den
-        trades = m.trades
+        record_trade = m.trades.append
+        append = events.append
+        orders, by_user, client_ids = self._orders, self._by_user, self._client_ids
+        fifo = self._closed_fifo
+        history = self._order_history
+        trade_id = self._next_trade_id
         remaining, filled = order.remaining, order.filled
         stopped = False
-        append = events.append
         while remaining and keys:
             key = keys[-1]
             if key < limit_key:
@@ -386,12 +451,12 @@ class Engine:
                 if not maker_left:  # cancelled earlier: lazily dropped here
                     queue.popleft()
                     continue
-                if stp is not _STP_NONE and maker.user_id == user:
+                maker_user = maker.user_id
+                if check_stp and maker_user == user:
                     if stp is not _STP_CANCEL_TAKER:  # cancel maker, or both
                         queue.popleft()
                         level.quantity -= maker_left
                         level.count -= 1
-                        maker.remaining = 0
                         self._report_cancelled(
                             maker, maker_left, CancelReason.SELF_TRADE, events, seq, ts
                         )
@@ -406,32 +471,30 @@ class Engine:
                 remaining -= fill
                 filled += fill
                 maker_left -= fill
-                maker.remaining = maker_left
                 maker_filled = maker.filled + fill
+                maker_status = _PARTIAL if maker_left else _FILLED
+                maker.remaining = maker_left
                 maker.filled = maker_filled
+                maker.status = maker_status
                 maker.updated_seq = seq
                 maker.updated_ts = ts
                 level.quantity -= fill
                 notional = trade_price * fill
                 maker_fee = -((-notional * maker_num) // maker_den)
                 taker_fee = -((-notional * taker_num) // taker_den)
-                trade_id = self._next_trade_id
-                self._next_trade_id = trade_id + 1
-                maker_id, maker_user = maker.order_id, maker.user_id
+                maker_id, maker_cid = maker.order_id, maker.client_order_id
                 # Positional: field order of TradeExecuted and OrderFilled (see _events).
                 trade = TradeExecuted(
                     seq, ts, symbol, trade_id, trade_price, fill, taker_side,
                     maker_id, maker_user, taker_id, user, maker_fee, taker_fee,
                 )
                 append(trade)
-                trades.append(trade)
-                maker_status = _PARTIAL if maker_left else _FILLED
-                maker.status = maker_status
+                record_trade(trade)
                 append(
                     OrderFilled(
-                        seq, ts, symbol, maker_id, maker_user, maker.client_order_id,
-                        maker.side, trade_id, trade_price, fill, maker_fee, _MAKER,
-                        maker_filled, maker_left, maker_status, trade_price,
+                        seq, ts, symbol, maker_id, maker_user, maker_cid, maker_side, trade_id,
+                        trade_price, fill, maker_fee, _MAKER, maker_filled, maker_left,
+                        maker_status, trade_price,
                     )
                 )
                 append(
@@ -441,16 +504,29 @@ class Engine:
                         _PARTIAL if remaining else _FILLED, price,
                     )
                 )
+                trade_id += 1
                 if not maker_left:
                     queue.popleft()
                     level.count -= 1
-                    self._close(maker)
-                if not remaining or not level.count:
+                    # _close(maker)
+                    mine = by_user[maker_user]
+                    del mine[maker_id]
+                    if not mine:
+                        del by_user[maker_user]
+                    if maker_cid is not None:
+                        del client_ids[maker_user, maker_cid]
+                    fifo.append(maker_id)
+                    if len(fifo) > history:
+                        del orders[fifo.popleft()]
+                    if not remaining or not level.count:
+                        break
+                else:  # the maker is left partly filled, so the taker is filled
                     break
             if not level.count:
                 opposite.drop(level)
             if stopped:
                 break
+        self._next_trade_id = trade_id
         order.remaining = remaining
         if filled != order.filled:
             order.filled = filled
@@ -509,7 +585,12 @@ class Engine:
         if len(dirty) > 1:
             # One event per price: a level emptied and re-created by the same
             # command (an amend at the same price) is reported once, as it ends.
-            dirty = list({(level.side, level.price): level for level in dirty}.values())
+            # Keyed by the signed price, not (side, price): hashing an enum member
+            # runs Python code.
+            dirty = list(
+                {level.price if level.side is _BUY else -level.price: level for level in dirty}
+                .values()
+            )
         append = events.append
         book = m.book
         bid, _, ask, _ = book.top
@@ -535,6 +616,7 @@ class Engine:
         """Refuse a cancel or amend of ``order_id``, which is not an open order of ``user_id``.
 
         ``found`` is what the order index holds for ``order_id`` (open or closed).
+        The OrderRejected is built here, as :func:`_rejected` would.
         """
         if type(order_id) is not int or not 0 < order_id <= MAX_UNITS:
             reason = RejectReason.INVALID_ORDER_ID
@@ -544,39 +626,68 @@ class Engine:
             reason = RejectReason.NOT_OWNER
         else:
             reason = RejectReason.ORDER_NOT_OPEN
-        symbol = found.symbol if found is not None and found.remaining else None
-        return [_rejected(seq, ts, command, symbol, order_id, user_id, None, reason)]
+        return [
+            OrderRejected(
+                seq, ts, command,
+                found.symbol if found is not None and found.remaining else None,
+                order_id if type(order_id) is int and 0 < order_id <= MAX_UNITS else None,
+                user_id if type(user_id) is str else "",
+                None,
+                reason,
+            )
+        ]
 
     def _cancel(self, c: CancelOrder, seq: int, ts: int) -> list[Event]:
         """Cancel one open order: ``_cancel_open`` and a one-level ``_publish_book``, inlined."""
         oid, user = c.order_id, c.user_id
-        order = self._orders.get(oid) if type(oid) is int else None
+        orders = self._orders
+        order = orders.get(oid) if type(oid) is int else None
         if order is None or not order.remaining or order.user_id != user:
             return self._refuse("cancel", oid, user, order, seq, ts)
-        m = self._markets[order.symbol]
-        book = m.book
-        side, price = order.side, order.price
+        # From here on, the order's own fields: ``user`` may be an equal str of another type.
+        symbol, user = order.symbol, order.user_id
+        book = self._markets[symbol].book
+        side, price, cancelled = order.side, order.price, order.remaining
         assert price is not None  # only limit orders rest
         own = book.bids if side is _BUY else book.asks
         # BookSide.take_out
         level = own.levels[price]
-        level.quantity -= order.remaining
+        level_qty = level.quantity - cancelled
+        level.quantity = level_qty
         level.count -= 1
         if not level.count:
             own.drop(level)
-        events: list[Event] = []
-        self._report_cancelled(order, order.remaining, CancelReason.USER, events, seq, ts)
-        self._close(order)
-        symbol = m.symbol
-        events.append(BookLevelChanged(seq, ts, symbol, side, price, level.quantity))
-        # book.top is current (see _place). A resting order is never better than
+        # _report_cancelled
+        order.remaining = 0
+        order.status = _CANCELLED
+        order.updated_seq = seq
+        order.updated_ts = ts
+        cid = order.client_order_id
+        # Positional: field order of OrderCancelled (see _events); status is its default.
+        report = OrderCancelled(
+            seq, ts, symbol, oid, user, cid, side, price, order.quantity, order.filled,
+            cancelled, _USER,
+        )
+        # _close
+        by_user = self._by_user
+        mine = by_user[user]
+        del mine[oid]
+        if not mine:
+            del by_user[user]
+        if cid is not None:
+            del self._client_ids[user, cid]
+        fifo = self._closed_fifo
+        fifo.append(oid)
+        if len(fifo) > self._order_history:
+            del orders[fifo.popleft()]
+        changed = BookLevelChanged(seq, ts, symbol, side, price, level_qty)
+        # book.top is current (see apply). A resting order is never better than
         # its side's best, so it is either behind it, or at it and moves it.
         top = book.top
         if price != (top[0] if side is _BUY else top[2]):
-            return events
+            return [report, changed]
         top = book.top = book.current_top()
-        events.append(TopOfBookChanged(seq, ts, symbol, *top))
-        return events
+        return [report, changed, TopOfBookChanged(seq, ts, symbol, *top)]
 
     def _cancel_open(
         self, m: _Market, order: RestingOrder, reason: CancelReason,
