@@ -62,16 +62,18 @@ def rss_kib(pid: int) -> int:
 
 
 class ServerProcess:
-    """A server subprocess with its output in a log file."""
+    """A server subprocess with its output in a log file, in a temporary directory it owns.
 
-    def __init__(self, argv: list[str], ready: re.Pattern[str], workdir: Path, *,
-                 kill_after: float = 15.0, env: dict[str, str] | None = None) -> None:
-        self.argv = argv
+    Subclasses set :attr:`argv` (they may write files into :attr:`workdir` first).
+    """
+
+    def __init__(self, ready: re.Pattern[str], *, prefix: str, kill_after: float = 15.0) -> None:
+        self._tmp = tempfile.TemporaryDirectory(prefix=prefix)
+        self.workdir = Path(self._tmp.name)
+        self.argv: list[str] = []
         self.ready = ready
-        self.workdir = workdir
         self.kill_after = kill_after
-        self.log_path = workdir / "server.log"
-        self.env = env
+        self.log_path = self.workdir / "server.log"
         self.proc: subprocess.Popen[bytes] | None = None
         self.ports: tuple[int, ...] = ()
 
@@ -83,7 +85,7 @@ class ServerProcess:
     def start(self, timeout: float = 30.0) -> None:
         with self.log_path.open("wb") as log:
             self.proc = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL, env=self.env)
+                                         stdin=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             match = self.ready.search(self.log_path.read_text(errors="replace"))
@@ -103,6 +105,13 @@ class ServerProcess:
         return ""
 
     def stop(self) -> int | None:
+        """SIGINT, then SIGKILL after ``kill_after``; the exit status. Removes the directory."""
+        try:
+            return self._stop_process()
+        finally:
+            self._tmp.cleanup()
+
+    def _stop_process(self) -> int | None:
         if self.proc is None or self.proc.poll() is not None:
             return None if self.proc is None else self.proc.returncode
         self.proc.send_signal(signal.SIGINT)
@@ -150,15 +159,14 @@ class OurServer(ServerProcess):
     def __init__(self, *, ping_interval: float = 5.0, fsync: str = "batch",
                  log_level: str = "WARNING", extra: dict[str, dict[str, Any]] | None = None
                  ) -> None:
-        self._tmp = tempfile.TemporaryDirectory(prefix="load-gateway-")
-        workdir = Path(self._tmp.name)
+        super().__init__(_OURS_READY, prefix="load-gateway-")
+        workdir = self.workdir
         self.secret = secrets.token_hex(32)
         (workdir / "gateway.toml").write_text(our_config(
             workdir / "data", secret=self.secret, ping_interval=ping_interval, fsync=fsync,
             extra=extra))
-        argv = [sys.executable, "-m", "gateway._cli", "--log-level", log_level, "serve",
-                "--config", str(workdir / "gateway.toml")]
-        super().__init__(argv, _OURS_READY, workdir)
+        self.argv = [sys.executable, "-m", "gateway._cli", "--log-level", log_level, "serve",
+                     "--config", str(workdir / "gateway.toml")]
 
     @property
     def rest_port(self) -> int:
@@ -168,26 +176,13 @@ class OurServer(ServerProcess):
     def ws_port(self) -> int:
         return self.ports[1]
 
-    def stop(self) -> int | None:
-        try:
-            return super().stop()
-        finally:
-            self._tmp.cleanup()
-
 
 class BaselineServer(ServerProcess):
     def __init__(self, *, rate: float, ping_interval: float = 5.0) -> None:
-        self._tmp = tempfile.TemporaryDirectory(prefix="load-baseline-")
-        argv = [sys.executable, "-m", "bench.baseline_server", "--port", "0",
-                "--rate", str(rate), "--ping-interval", str(ping_interval)]
-        super().__init__(argv, _BASELINE_READY, Path(self._tmp.name))
+        super().__init__(_BASELINE_READY, prefix="load-baseline-")
+        self.argv = [sys.executable, "-m", "bench.baseline_server", "--port", "0",
+                     "--rate", str(rate), "--ping-interval", str(ping_interval)]
 
     @property
     def ws_port(self) -> int:
         return self.ports[0]
-
-    def stop(self) -> int | None:
-        try:
-            return super().stop()
-        finally:
-            self._tmp.cleanup()

@@ -12,11 +12,11 @@ import json
 import os
 import random
 import struct
-from pathlib import Path
 
 import trio
 from wsclient import CLOSE, TEXT, TIMEOUT, RawClient, wait_for_stats
 
+from bench.soak import rss_kib, task_count
 from engine import PlaceOrder, Side
 from gateway import Gateway, LimitSettings
 
@@ -27,23 +27,6 @@ SUBSCRIPTIONS = [
     {"action": "subscribe", "stream": "depth", "symbol": "BTC/USDT"},
     {"action": "subscribe", "stream": "orders"},
 ]
-
-
-def task_count() -> int:
-    count, stack = 0, [trio.lowlevel.current_root_task()]
-    while stack:
-        task = stack.pop()
-        count += 1
-        for nursery in task.child_nurseries:
-            stack.extend(nursery.child_tasks)
-    return count
-
-
-def rss_kib() -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise AssertionError("no VmRSS")
 
 
 async def measure(gateway: Gateway) -> tuple[int, int, int]:

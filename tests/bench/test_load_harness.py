@@ -16,12 +16,8 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:  # bench/ is not an installed package: import it from the checkout
-    sys.path.insert(0, str(ROOT))
-
-from bench.loadgen import Worker, WorkerSpec, _Client, source_address  # noqa: E402
-from bench.wsframes import (  # noqa: E402
+from bench.loadgen import Worker, WorkerSpec, _Client, source_address
+from bench.wsframes import (
     CLOSE,
     PING,
     PONG,
@@ -34,6 +30,8 @@ from bench.wsframes import (  # noqa: E402
     split_frames,
     unmask,
 )
+
+ROOT = Path(__file__).resolve().parents[2]  # the checkout: bench.load runs from there
 
 
 def trade(seq: int, published_ns: int = 1_000_000, pad: int = 0) -> bytes:
