@@ -28,6 +28,7 @@ from gateway._config import WebSocketSettings as WebSocketSettings
 from gateway._config import load_config as load_config
 from gateway._journal import Fsync as Fsync
 from gateway._journal import JournalError as JournalError
+from gateway._journal import UnsupportedJournalFormat as UnsupportedJournalFormat
 from gateway._runtime import Busy as Busy
 from gateway._runtime import Unavailable as Unavailable
 from gateway._server import Endpoints as Endpoints
@@ -49,6 +50,7 @@ __all__ = [
     "LimitSettings",
     "TokenVerifier",
     "Unavailable",
+    "UnsupportedJournalFormat",
     "WebSocketSettings",
     "issue_token",
     "load_config",

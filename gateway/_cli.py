@@ -23,7 +23,7 @@ from trio_websocket import ConnectionClosed, HandshakeError, open_websocket_url
 
 from gateway._auth import issue_token, load_or_create_secret
 from gateway._config import Config, ConfigError, load_config
-from gateway._journal import JournalError, recover
+from gateway._journal import JournalError, UnsupportedJournalFormat, recover
 from gateway._server import serve
 
 
@@ -120,6 +120,9 @@ def _journal(args: argparse.Namespace) -> int:
             trade_history=config.engine.trade_history,
             on_record=show if events_out else None, repair=False,
         )
+    except UnsupportedJournalFormat as exc:
+        print(f"trade-engine: journal format not supported: {exc}", file=sys.stderr)
+        return 1
     except JournalError as exc:
         print(f"trade-engine: journal is corrupt: {exc}", file=sys.stderr)
         return 1

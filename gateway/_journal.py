@@ -60,6 +60,10 @@ class JournalError(Exception):
     """The journal cannot be trusted; the message names the file and offset."""
 
 
+class UnsupportedJournalFormat(JournalError):
+    """The journal is in a format this version does not read: another version wrote it."""
+
+
 def segment_path(directory: Path, first_seq: int) -> Path:
     return directory / f"journal-{first_seq:020d}.log"
 
@@ -149,7 +153,7 @@ def recover(
                     path.unlink()
                 continue
             if data[:6] == SEGMENT_MAGIC[:6] and len(data) >= len(SEGMENT_MAGIC):
-                raise JournalError(
+                raise UnsupportedJournalFormat(
                     f"{path}: unsupported journal format {data[:8].decode(errors='replace')} "
                     f"(this version reads {SEGMENT_MAGIC.decode()} only) at offset 0")
             raise JournalError(f"{path}: not a journal segment (bad magic) at offset 0")

@@ -40,7 +40,7 @@ from engine._journal import (
     encode_snapshot,
     read_records,
 )
-from gateway import JournalError
+from gateway import JournalError, UnsupportedJournalFormat
 from gateway._journal import (
     Fsync,
     JournalWriter,
@@ -484,6 +484,8 @@ def test_a_segment_of_the_old_format_stops_start_up(journal):
     message = assert_refused(journal.directory)
     assert message == (f"{path}: unsupported journal format TEJRNL01 "
                        "(this version reads TEJRNL02 only) at offset 0")
+    with pytest.raises(UnsupportedJournalFormat):
+        recovered(journal.directory)
 
 
 def test_corruption_in_an_older_segment_stops_start_up(journal):
@@ -642,6 +644,20 @@ def test_cli_verify_exits_1_on_a_damaged_length(tmp_path):
     assert result.stderr == (f"trade-engine: journal is corrupt: {path}: record header "
                              f"checksum mismatch at offset {offsets[12]}\n")
     assert listing(journal.directory) == before
+
+
+def test_cli_names_an_old_format_as_unsupported_not_corrupt(tmp_path):
+    journal = Journal(tmp_path / "journal")
+    journal.write_many(commands(10, seed=42))
+    journal.close()
+    path = segment_path(journal.directory, 1)
+    path.write_bytes(b"TEJRNL01" + path.read_bytes()[8:])
+    result = cli("journal", "verify", str(journal.directory), tmp_path=tmp_path)
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert result.stderr == (f"trade-engine: journal format not supported: {path}: unsupported "
+                             "journal format TEJRNL01 (this version reads TEJRNL02 only) "
+                             "at offset 0\n")
 
 
 @pytest.mark.parametrize("command", ["verify", "replay"])
