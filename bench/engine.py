@@ -28,7 +28,6 @@ import cProfile
 import datetime as dt
 import gc
 import json
-import math
 import os
 import platform
 import pstats
@@ -50,6 +49,7 @@ from matching_engine import Side as MeSide
 from matching_engine.engine import MatchingEngine
 from matching_engine.workload import order_flow
 
+from bench.report import nearest_rank
 from engine import (
     CancelOrder,
     Engine,
@@ -281,11 +281,6 @@ def _pob_book(book: pyorderbook.Book) -> Book:
 # ------------------------------------------------------------------- helpers
 
 
-def percentile(sorted_values: Sequence[int], q: float) -> int:
-    """Nearest-rank percentile of an ascending sequence."""
-    return sorted_values[max(1, math.ceil(len(sorted_values) * q)) - 1]
-
-
 def timer_floor_ns(samples: int = 100_000) -> int:
     """Median cost of the timing wrapper around nothing: the floor of every latency."""
     clock = time.perf_counter_ns
@@ -477,9 +472,9 @@ def summarize(
             raw.append({
                 "cmd_per_s": n / u.seconds,
                 "timed_cmd_per_s": n / t.seconds,
-                "p50_us": percentile(lat, 0.50) / 1000,
-                "p99_us": percentile(lat, 0.99) / 1000,
-                "p999_us": percentile(lat, 0.999) / 1000,
+                "p50_us": nearest_rank(lat, 0.50) / 1000,
+                "p99_us": nearest_rank(lat, 0.99) / 1000,
+                "p999_us": nearest_rank(lat, 0.999) / 1000,
                 "max_us": lat[-1] / 1000,
             })
         summary: dict[str, Any] = {

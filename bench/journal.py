@@ -33,7 +33,6 @@ import argparse
 import datetime as dt
 import gc
 import json
-import math
 import os
 import platform
 import random
@@ -51,6 +50,7 @@ from typing import Any
 import attrs
 import trio
 
+from bench.report import nearest_rank
 from engine import CancelOrder, Engine, OrderAccepted, PlaceOrder, Side
 from gateway._config import EngineSettings, JournalSettings, WebSocketSettings
 from gateway._hub import Hub
@@ -104,10 +104,6 @@ class Summary:
     p999_us: float
     mean_batch: float | None
     runs: list[Run] = field(default_factory=list)
-
-
-def nearest_rank(sorted_values: Sequence[int], q: float) -> int:
-    return sorted_values[max(0, math.ceil(q * len(sorted_values)) - 1)]
 
 
 async def _drive(runtime: EngineRuntime, count: int, clients: int, seed: int) -> list[int]:
