@@ -152,11 +152,13 @@ async def serve(
     else:
         log.info("WebSocket Origin: any origin is accepted "
                  "(set limits.allowed_origins to restrict browsers)")
+    ws_port = 0  # bound below, after REST; the REST app reads it when asked
     app = create_app(
         runtime, hub, verifier=verifier, stats=stats, max_request_body=config.max_request_body,
         limits=config.limits,
         public_trade_user_ids=config.public_trade_user_ids,
         connection_count=lambda: ws.connection_count,
+        websocket_port=lambda: ws_port,
     )
     http_config = HypercornConfig()
     http_config.bind = [f"{config.host}:{config.rest_port}"]

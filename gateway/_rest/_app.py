@@ -49,10 +49,10 @@ from gateway._config import LimitSettings
 from gateway._hub import Hub
 from gateway._limits import KeyedBuckets
 from gateway._protocol import normalize_symbol
+from gateway._rest._asgi import json_bytes
 from gateway._runtime import Busy, EngineRuntime, Unavailable
 from gateway._stats import Stats, prometheus_text
 
-_encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder().decode
 
 # Engine refusals that mean "no such order of yours".
@@ -87,7 +87,7 @@ class ApiError(Exception):
 
 
 def _json(body: Any, status: int = 200) -> Response:
-    return Response(_encode(body), status=status, content_type="application/json")
+    return Response(json_bytes(body), status=status, content_type="application/json")
 
 
 def _fail(status: int, code: str, message: str, field: str | None = None) -> NoReturn:
@@ -112,7 +112,7 @@ def order_json(order: Order, spec: MarketSpec) -> dict[str, Any]:
     }
 
 
-def create_app(
+def create_web_app(
     runtime: EngineRuntime,
     hub: Hub,
     *,
@@ -123,7 +123,7 @@ def create_app(
     public_trade_user_ids: bool,
     connection_count: Callable[[], int],
 ) -> Quart:
-    """The REST application, bound to one gateway's engine runtime and hub."""
+    """The quart-trio application, bound to one gateway's engine runtime and hub."""
     app = QuartTrio("trade_engine")
     app.config["MAX_CONTENT_LENGTH"] = max_request_body
     engine = runtime.engine
@@ -219,10 +219,14 @@ def create_app(
 
     @app.errorhandler(HTTPException)
     async def http_error(error: HTTPException) -> Response:
+        status = error.code or 500
         code = {413: "body_too_large", 404: "not_found", 405: "method_not_allowed"}.get(
-            error.code or 500, "http_error")
-        return _json({"error": {"code": code, "message": error.description, "field": None}},
-                     error.code or 500)
+            status, "http_error")
+        message = {
+            413: f"the body is over the {max_request_body}-byte limit (max_request_body)",
+            404: "no such path; the REST API is under /api/v1 (see docs/protocol.md)",
+        }.get(status, error.description or code)
+        return _json({"error": {"code": code, "message": message, "field": None}}, status)
 
     @app.post("/api/v1/orders")
     async def place_order() -> Response:
