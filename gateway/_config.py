@@ -135,7 +135,8 @@ class LimitSettings:
     """Authenticated REST requests per second per user; more get 429 + Retry-After."""
     rest_burst: int = attrs.field(default=100, validator=_positive)
     allowed_origins: tuple[str, ...] = ()
-    """WebSocket ``Origin`` values accepted; empty accepts any (logged at start)."""
+    """Web page origins allowed to use this server from a browser: the WebSocket
+    ``Origin`` check and REST CORS. Empty allows any (logged at start)."""
 
 
 @attrs.frozen(kw_only=True)

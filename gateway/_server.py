@@ -148,9 +148,10 @@ async def serve(
         symbols=engine.markets,
     )
     if config.limits.allowed_origins:
-        log.info("WebSocket Origin allowed: %s", ", ".join(config.limits.allowed_origins))
+        log.info("browser Origin allowed: %s (WebSocket handshakes and REST CORS)",
+                 ", ".join(config.limits.allowed_origins))
     else:
-        log.info("WebSocket Origin: any origin is accepted "
+        log.info("browser origins: any origin is accepted by WebSocket and REST CORS "
                  "(set limits.allowed_origins to restrict browsers)")
     ws_port = 0  # bound below, after REST; the REST app reads it when asked
     app = create_app(
