@@ -16,6 +16,7 @@ from collections.abc import Callable
 from gateway._auth import TokenVerifier
 from gateway._config import LimitSettings
 from gateway._hub import Hub
+from gateway._limits import OrderRate
 from gateway._rest._app import create_web_app
 from gateway._rest._cors import CorsPolicy
 from gateway._rest._front import RestFront
@@ -29,6 +30,7 @@ def create_app(
     *,
     verifier: TokenVerifier,
     stats: Stats,
+    order_rate: OrderRate,
     limits: LimitSettings,
     max_request_body: int,
     public_trade_user_ids: bool,
@@ -42,7 +44,7 @@ def create_app(
             to a WebSocket handshake on the REST port (0 while it starts).
     """
     app = create_web_app(
-        runtime, hub, verifier=verifier, stats=stats, limits=limits,
+        runtime, hub, verifier=verifier, stats=stats, order_rate=order_rate, limits=limits,
         max_request_body=max_request_body, public_trade_user_ids=public_trade_user_ids,
         connection_count=connection_count,
     )
