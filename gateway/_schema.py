@@ -120,6 +120,10 @@ def decode_body(raw: bytes, kind: type[_Body]) -> _Body:
     try:
         return _decoders[kind].decode(raw)  # type: ignore[no-any-return]
     except msgspec.ValidationError as exc:
+        try:  # the typed decoder stops at the first bad field: is it JSON at all?
+            msgspec.json.decode(raw)
+        except (msgspec.DecodeError, RecursionError):
+            fail(400, "invalid_json", "the body is not valid JSON")
         _refuse_body(exc)
     except (msgspec.DecodeError, RecursionError):
         fail(400, "invalid_json", "the body is not valid JSON")

@@ -17,9 +17,14 @@ from gateway._auth import TokenVerifier
 from gateway._config import LimitSettings
 from gateway._hub import Hub
 from gateway._limits import OrderRate
-from gateway._rest._app import create_web_app
+from gateway._rest._api import Api
 from gateway._rest._cors import CorsPolicy
 from gateway._rest._front import RestFront
+from gateway._rest._market import MarketData
+from gateway._rest._ops import create_ops_app
+from gateway._rest._orders import Orders
+from gateway._rest._routes import Endpoint
+from gateway._rest._tokens import Authenticator, TokenCache
 from gateway._runtime import EngineRuntime
 from gateway._stats import Stats
 
@@ -43,12 +48,19 @@ def create_app(
         websocket_port: the WebSocket listener's bound port, named in the answer
             to a WebSocket handshake on the REST port (0 while it starts).
     """
-    app = create_web_app(
-        runtime, hub, verifier=verifier, stats=stats, order_rate=order_rate, limits=limits,
-        max_request_body=max_request_body, public_trade_user_ids=public_trade_user_ids,
-        connection_count=connection_count,
-    )
-    return RestFront(app, cors=CorsPolicy(limits.allowed_origins),
+    orders = Orders(runtime, order_rate=order_rate, stats=stats)
+    data = MarketData(runtime.engine, hub, public_trade_user_ids=public_trade_user_ids)
+    auth = Authenticator(TokenCache(verifier), rate=limits.rest_requests_per_second,
+                         burst=limits.rest_burst, stats=stats)
+    api = Api({
+        Endpoint.PLACE: orders.place, Endpoint.LIST_ORDERS: orders.list_orders,
+        Endpoint.CANCEL_ALL: orders.cancel_all, Endpoint.GET_ORDER: orders.get_order,
+        Endpoint.AMEND: orders.amend, Endpoint.CANCEL: orders.cancel,
+        Endpoint.MARKETS: data.markets, Endpoint.ORDERBOOK: data.orderbook,
+        Endpoint.TRADES: data.trades,
+    }, auth, max_request_body=max_request_body)
+    ops = create_ops_app(runtime, hub, stats=stats, connection_count=connection_count)
+    return RestFront(api, ops, cors=CorsPolicy(limits.allowed_origins),
                      max_request_body=max_request_body, websocket_port=websocket_port)
 
 

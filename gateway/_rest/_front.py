@@ -11,32 +11,38 @@ Rules of this module, in the order a request meets them:
 * A CORS preflight is answered here, for any path.
 * A declared ``Content-Length`` over ``max_request_body`` is answered 413
   here, before anything reads the body.
-* Everything else goes to the web application behind (quart-trio).
+* ``/api/v1`` goes to the API (``_api.py``, plain ASGI); everything else to
+  the web application behind (quart-trio: ``/healthz``, ``/stats``,
+  ``/metrics``, and the 404 of unknown paths).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
+from gateway._rest._api import Api
 from gateway._rest._asgi import App, Receive, Scope, Send, error_bytes, send_body
 from gateway._rest._body import BodyGuard
 from gateway._rest._cors import CorsPolicy
+from gateway._rest._routes import PREFIX
 
 
 class RestFront:
     """The ASGI application hypercorn serves on the REST port.
 
     Args:
-        app: the web application for everything this class does not answer itself.
+        api: serves ``/api/v1``.
+        app: the web application for every other path.
         cors: who may read answers from a browser.
         max_request_body: the largest body accepted, in bytes.
         websocket_port: the WebSocket listener's bound port (0 while it starts).
     """
 
     def __init__(
-        self, app: App, *, cors: CorsPolicy, max_request_body: int,
+        self, api: Api, app: App, *, cors: CorsPolicy, max_request_body: int,
         websocket_port: Callable[[], int],
     ) -> None:
+        self._api = api
         self._app = app
         self._cors = cors
         self._max_body = max_request_body
@@ -53,10 +59,12 @@ class RestFront:
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         declared: int | None = 0
-        origin = None
+        origin = authorization = None
         preflight = False
         for name, value in scope["headers"]:
-            if name == b"content-length":
+            if name == b"authorization":
+                authorization = bytes(value)
+            elif name == b"content-length":
                 declared = int(value)  # h11 checked it is digits, and the only one
             elif name == b"transfer-encoding":
                 declared = None  # chunked: h11 accepts no other coding
@@ -75,6 +83,9 @@ class RestFront:
             await send_body(guard.send, 413, error_bytes(
                 "body_too_large", f"the body is {declared} bytes, over the "
                 f"{self._max_body}-byte limit (max_request_body)"))
+        elif scope["path"].startswith(PREFIX) and scope["path"][len(PREFIX):len(PREFIX) + 1] in (
+                "", "/"):
+            await self._api(scope, guard, authorization)
         else:
             await self._app(scope, guard.receive, guard.send)
 
