@@ -47,7 +47,11 @@ class RawHttp:
             raise EOFError("the server closed the connection")
         self._buffer += data
 
-    async def response(self) -> RawResponse:
+    async def response_to_head(self) -> RawResponse:
+        """The next final response to a HEAD request: its headers, no body."""
+        return await self.response(body=False)
+
+    async def response(self, *, body: bool = True) -> RawResponse:
         """The next final (non-1xx) response; every answer here has a Content-Length."""
         while True:
             while b"\r\n\r\n" not in self._buffer:
@@ -62,12 +66,12 @@ class RawHttp:
                 headers[name.strip().lower()] = value.strip()
             if status >= 200:
                 break
-        length = int(headers.get("content-length", "0"))
+        length = int(headers.get("content-length", "0")) if body else 0
         while len(self._buffer) < length:
             await self._fill()
-        body = bytes(self._buffer[:length])
+        content = bytes(self._buffer[:length])
         del self._buffer[:length]
-        return RawResponse(status, headers, body)
+        return RawResponse(status, headers, content)
 
     async def closed_by_server(self) -> bool:
         """True once the server closes its end without sending anything more."""

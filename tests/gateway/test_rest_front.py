@@ -84,3 +84,35 @@ async def test_websocket_handshake_for_another_path_points_to_ws(gateway):
                      "Sec-WebSocket-Key": key, "Sec-WebSocket-Version": "13"})
     assert answer.status_code == 400
     assert f"ws://localhost:{gateway.endpoints.ws_port}/ws" in answer.json()["error"]["message"]
+
+
+async def test_405_names_the_allowed_methods_in_allow(http):
+    with trio.fail_after(TIMEOUT):
+        answer = await http.put("/api/v1/orders/1")
+    assert answer.status_code == 405
+    assert answer.headers["allow"] == "GET, PATCH, DELETE, HEAD, OPTIONS"
+    assert "PATCH" in answer.json()["error"]["message"]
+
+
+async def test_head_is_get_without_the_body(gateway):
+    client = await RawHttp.open(gateway.endpoints.rest_port)
+    try:
+        with trio.fail_after(TIMEOUT):
+            await client.send(request("HEAD", "/api/v1/markets"))
+            await client.send(request("GET", "/api/v1/markets"))
+            head = await client.response_to_head()
+            get = await client.response()
+    finally:
+        await client.aclose()
+    assert head.status == 200
+    assert head.headers["content-length"] == get.headers["content-length"]
+    assert get.json()["markets"]
+
+
+@pytest.mark.parametrize("order_id", ["0", "-1", "1.5", "abc", "9" * 25, "9" * 5000])
+async def test_an_order_id_no_order_can_have_is_404(http, token, order_id):
+    with trio.fail_after(TIMEOUT):
+        answer = await http.get(f"/api/v1/orders/{order_id}",
+                                headers={"Authorization": f"Bearer {token('alice')}"})
+    assert answer.status_code == 404
+    assert answer.json()["error"]["code"] == "order_not_found"
