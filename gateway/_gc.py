@@ -47,11 +47,17 @@ async def tame_cyclic_gc(
 
     Runs until cancelled; returns at once when ``freeze_interval`` is 0.
     """
-    task_status.started()
     if not settings.freeze_interval:
+        task_status.started()
         return
     last_full = trio.current_time()
     try:
+        # The first pass covers everything made since the process started (imports, the
+        # recovered engine): a pause of tens of ms, taken before the listeners open
+        # rather than under the first requests.
+        gc.collect()
+        gc.freeze()
+        task_status.started()
         while True:
             await trio.sleep(settings.freeze_interval)
             now, full = trio.current_time(), settings.full_collection_interval

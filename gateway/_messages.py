@@ -17,6 +17,7 @@ Rules of this module:
 
 from __future__ import annotations
 
+import functools
 import zlib
 from bisect import insort
 from datetime import UTC, datetime
@@ -49,10 +50,17 @@ _STATUS = {
 }
 
 
+@functools.lru_cache(maxsize=8)
+def _second_prefix(second: int) -> str:
+    return datetime.fromtimestamp(second, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S.")
+
+
 def iso_time(ts: int) -> str:
-    """Nanoseconds since the epoch as ``2025-11-23T10:30:45.234Z`` (UTC, milliseconds)."""
-    moment = datetime.fromtimestamp(ts // 1_000_000 / 1000, tz=UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    """Nanoseconds since the epoch as ``2025-11-23T10:30:45.234Z`` (UTC, milliseconds).
+
+    strftime once per second, not per call: an order answer carries two timestamps."""
+    second, millis = divmod(ts // 1_000_000, 1000)
+    return f"{_second_prefix(second)}{millis:03d}Z"
 
 
 def order_status(status: OrderStatus) -> str:

@@ -65,3 +65,13 @@ async def test_zero_leaves_the_collector_alone():
         await nursery.start(tame_cyclic_gc, GcSettings(freeze_interval=0))
         assert gc.get_freeze_count() == 0
         assert not nursery.child_tasks  # it returned at once
+
+
+async def test_the_first_freeze_happens_before_the_task_reports_started(autojump_clock):
+    """The first pass (everything since start-up) is paid before the listeners open."""
+    async with trio.open_nursery() as nursery:
+        await nursery.start(tame_cyclic_gc, GcSettings(freeze_interval=1.0,
+                                                       full_collection_interval=0))
+        assert gc.get_freeze_count() > 0
+        nursery.cancel_scope.cancel()
+    assert gc.get_freeze_count() == 0
