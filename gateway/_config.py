@@ -74,6 +74,9 @@ class WebSocketSettings:
     """Subscriptions one connection may hold."""
     depth_levels: int = attrs.field(default=10, validator=_positive)
     """Levels per side in the depth stream's snapshot and checksum."""
+    compression: bool = True
+    """Agree to permessage-deflate (RFC 7692) when a client offers it, as browsers do;
+    each stream message is then compressed once for all such clients."""
     publish_timestamps: bool = False
     """Add ``published_ns`` (the server's monotonic clock, in ns, when the message was
     encoded) to every stream message; for latency measurements on the same machine."""

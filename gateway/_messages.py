@@ -145,6 +145,16 @@ def orderbook_update(event: TopOfBookChanged, spec: MarketSpec) -> Message:
     }
 
 
+def orderbook_snapshot(top: TopOfBookChanged, spec: MarketSpec, seq: int) -> Message:
+    """The top of book right after ``subscribed``: ``orderbook_update`` at the channel's
+    ``seq``, without ``timestamp`` (the last change may predate this process)."""
+    message = orderbook_update(top, spec)
+    del message["timestamp"]
+    message["type"] = "orderbook_snapshot"
+    message["seq"] = seq
+    return message
+
+
 def _checksum_part(text: str) -> str:
     return text.replace(".", "").lstrip("0")
 

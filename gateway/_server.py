@@ -12,6 +12,7 @@ most ``shutdown_grace_period`` seconds later).
 from __future__ import annotations
 
 import logging
+from functools import partial
 
 import attrs
 import trio
@@ -174,8 +175,10 @@ async def serve(
                 task_status=task_status,
             )
         )
-        ws_port = await nursery.start(ws.serve, config.host, config.ws_port)
-        gateway = Gateway(runtime, ws, stats, Endpoints(config.host, _bound_port(binds), ws_port))
+        rest_port = _bound_port(binds)  # named to plain HTTP requests on the WebSocket port
+        ws_port = await nursery.start(
+            partial(ws.serve, rest_port=rest_port), config.host, config.ws_port)
+        gateway = Gateway(runtime, ws, stats, Endpoints(config.host, rest_port, ws_port))
         log.info("REST on %s, WebSocket on %s", gateway.endpoints.rest_url,
                  gateway.endpoints.ws_url)
         task_status.started(gateway)
