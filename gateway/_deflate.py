@@ -188,10 +188,12 @@ class Inflater:
             header = read_header(buffer)
             if header is None:
                 break
-            if not self._compressed(header.first, header.opcode, header.masked):
+            compressed = self._compressed(header.first, header.opcode, header.masked)
+            if not compressed:
                 out += buffer[:header.size]
                 del buffer[:header.size]
                 self._passing = header.length
+                self._track(header.first, header.opcode, compressed)
                 continue
             if header.length > self._limit:
                 raise InflateError(MESSAGE_TOO_BIG, f"messages are limited to {self._limit} bytes")
@@ -200,31 +202,33 @@ class Inflater:
                 break
             payload = unmask(buffer[header.size:end], buffer[header.key])
             del buffer[:end]
+            self._track(header.first, header.opcode, compressed)
             plain = self._inflate(payload, header.fin)
             out += client_frame_header(header.first & ~RSV1, len(plain)) + plain
         return bytes(out)
 
     def _compressed(self, first: int, opcode: int, masked: bool) -> bool:
-        """Whether this frame carries compressed data; tracks fragmented messages.
+        """Whether this frame carries compressed data.
 
         Anything irregular (an unmasked frame, RSV2/RSV3, RSV1 on a continuation
         or a control frame, a message inside a message) passes through as it is,
         for wsproto to refuse with the code the RFC gives.
         """
+        if opcode in (TEXT, BINARY):
+            # A new message inside another passes: wsproto says 1002.
+            return self._message is None and masked and first & (RSV1 | RSV2 | RSV3) == RSV1
+        if opcode == CONTINUATION and self._message:
+            return masked and not first & (RSV1 | RSV2 | RSV3)
+        return False
+
+    def _track(self, first: int, opcode: int, compressed: bool) -> None:
+        """Follow fragmented messages, once a frame's header has been handled."""
         fin = bool(first & 0x80)
         if opcode in (TEXT, BINARY):
-            if self._message is not None:
-                return False  # a new message inside another: wsproto says 1002
-            compressed = masked and first & (RSV1 | RSV2 | RSV3) == RSV1
-            if not fin:
+            if self._message is None and not fin:
                 self._message = compressed
-            return compressed
-        if opcode == CONTINUATION and self._message is not None:
-            compressed = self._message and masked and not first & (RSV1 | RSV2 | RSV3)
-            if fin:
-                self._message = None
-            return compressed
-        return False
+        elif opcode == CONTINUATION and self._message is not None and fin:
+            self._message = None
 
     def _inflate(self, payload: bytes, fin: bool) -> bytes:
         decompressor = self._decompressor

@@ -28,12 +28,17 @@ def head_end(data: bytes | bytearray) -> int:
     return -1 if end < 0 else end + 4
 
 
-def _headers(head: bytes) -> dict[bytes, bytes]:
-    headers: dict[bytes, bytes] = {}
+def request_headers(head: bytes) -> list[tuple[bytes, bytes]]:
+    """The header fields of a request head, names in lower case, in order.
+
+    trio-websocket's ``request.headers`` leaves out ``Sec-WebSocket-Extensions``
+    (wsproto keeps the offers to itself): the listener reads them here.
+    """
+    headers = []
     for line in head.split(b"\r\n")[1:]:
         name, colon, value = line.partition(b":")
         if colon:
-            headers[name.strip().lower()] = value.strip()
+            headers.append((name.strip().lower(), value.strip()))
     return headers
 
 
@@ -52,7 +57,7 @@ def refusal(
     line = _REQUEST_LINE.match(head)
     if line is None:
         return None
-    headers = _headers(head)
+    headers = dict(request_headers(head))
     upgrade = headers.get(b"upgrade", b"").decode("latin-1").lower()
     if "websocket" in (token.strip() for token in upgrade.split(",")):
         return None

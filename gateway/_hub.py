@@ -252,6 +252,7 @@ class Hub:
         deflater = self._deflaters.get(bits)
         if deflater is None:
             deflater = self._deflaters[bits] = MessageDeflater(bits)
+        self._stats.messages_compressed += len(payloads)
         frames = []
         for payload in payloads:
             data = deflater.compress(payload)

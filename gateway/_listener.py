@@ -34,15 +34,17 @@ log = logging.getLogger("trade_engine.gateway")
 _DRAIN_LIMIT = 1 << 20
 """Bytes read and dropped after a plain-HTTP answer before the connection is closed anyway."""
 
-Handler = Callable[[WebSocketRequest, CoalescingStream], Awaitable[None]]
+Headers = list[tuple[bytes, bytes]]
+Handler = Callable[[WebSocketRequest, CoalescingStream, Headers], Awaitable[None]]
 
 
 class Listener:
     """Serves WebSocket handshakes on TCP, one task per connection.
 
     Args:
-        handler: called with each handshake request and its stream; it accepts or
-            refuses the request, and returns when the connection is done.
+        handler: called with each handshake request, its stream and all of its
+            headers (``request.headers`` misses some); it accepts or refuses the
+            request, and returns when the connection is done.
         max_pending: see :class:`CoalescingStream`.
         max_message_size: trio-websocket's own message limit, in characters.
         handshake_timeout: seconds from the TCP connect to a complete request head.
@@ -74,9 +76,9 @@ class Listener:
         transport = CoalescingStream(stream, max_pending=self._max_pending)
         try:
             async with trio.open_nursery() as nursery:  # trio-websocket's reader task
-                request = await self._handshake(transport, nursery)
-                if request is not None:
-                    await self._handler(request, transport)
+                handshake = await self._handshake(transport, nursery)
+                if handshake is not None:
+                    await self._handler(handshake[0], transport, handshake[1])
                 nursery.cancel_scope.cancel()
         except* (trio.BrokenResourceError, trio.ClosedResourceError):
             pass  # the client went away during the handshake
@@ -87,8 +89,8 @@ class Listener:
 
     async def _handshake(
         self, transport: CoalescingStream, nursery: trio.Nursery
-    ) -> WebSocketRequest | None:
-        """The client's handshake request, once its head is in; None when there is none."""
+    ) -> tuple[WebSocketRequest, Headers] | None:
+        """The client's handshake request and headers; None when there is none."""
         with trio.move_on_after(self._handshake_timeout):
             head = bytearray()
             while (end := _handshake.head_end(head)) < 0 and len(head) < _handshake.MAX_HEAD:
@@ -105,8 +107,9 @@ class Listener:
                     await _answer_and_close(transport, answer)
                     return None
             transport.push_back(bytes(head))
-            return await wrap_server_stream(
+            request = await wrap_server_stream(
                 nursery, transport, max_message_size=self._max_message_size)
+            return request, _handshake.request_headers(bytes(head[:end]) if end > 0 else b"")
         return None
 
 

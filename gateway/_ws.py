@@ -443,9 +443,10 @@ class WebSocketGateway:
             return [(Stream.ORDERBOOK, symbol)], identity
         return _Refusal(404, "not_found", f"no WebSocket endpoint at {parts.path}")
 
-    async def _handle(self, request: WebSocketRequest, transport: CoalescingStream) -> None:
+    async def _handle(self, request: WebSocketRequest, transport: CoalescingStream,
+                      headers: list[tuple[bytes, bytes]]) -> None:
         try:
-            await self._handle_request(request, transport)
+            await self._handle_request(request, transport, headers)
         except ConnectionClosed:
             pass
         except Exception:  # one client must never stop the listener for everyone
@@ -468,7 +469,7 @@ class WebSocketGateway:
         return None
 
     async def _handle_request(self, request: WebSocketRequest, transport: CoalescingStream,
-                              ) -> None:
+                              headers: list[tuple[bytes, bytes]]) -> None:
         ip = transport.peer_ip
         route = self._admit(request, ip) or self._route(request.path)
         if isinstance(route, tuple) and route[1] is not None and (
@@ -491,7 +492,7 @@ class WebSocketGateway:
         if user is not None:
             self._per_user.add(user)
         try:
-            deflate = negotiate(request.headers) if self._settings.compression else None
+            deflate = negotiate(headers) if self._settings.compression else None
             extensions = [] if deflate is None else [(EXTENSIONS_HEADER, deflate.response)]
             if deflate is not None:  # before the 101: the client may compress right after it
                 transport.inflate_with(
