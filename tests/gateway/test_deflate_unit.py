@@ -52,8 +52,8 @@ def offer(*values: str) -> list[tuple[bytes, bytes]]:
     (["PerMessage-Deflate ; Server_No_Context_Takeover"], 15, ANSWER),
     (["x-webkit-deflate-frame, permessage-deflate"], 15, ANSWER),
     (["permessage-deflate; server_max_window_bits=8, permessage-deflate"], 15, ANSWER),
-    (["permessage-deflate; server_max_window_bits=8", "permessage-deflate; server_max_window_bits=9"],
-     9, ANSWER + "; server_max_window_bits=9"),
+    (["permessage-deflate; server_max_window_bits=8",
+      "permessage-deflate; server_max_window_bits=9"], 9, ANSWER + "; server_max_window_bits=9"),
 ])
 def test_accepted_offers(values, window, answer):
     assert negotiate(offer(*values)) == Agreement(window, answer.encode())
@@ -125,7 +125,8 @@ json_like = st.text(alphabet=st.sampled_from('{}[]":,0123456789.abcdefghijklmnop
        resets=st.booleans())
 def test_every_message_we_compress_reads_back_in_wsproto(messages, bits, resets):
     agreement = negotiate(offer(f"permessage-deflate; server_max_window_bits={bits}"))
-    assert agreement is not None and agreement.window_bits == bits
+    assert agreement is not None
+    assert agreement.window_bits == bits
     deflater = MessageDeflater(bits)
     frames = b""
     for message in messages:
@@ -174,13 +175,11 @@ def client_bytes(messages: list[tuple[bool, list[str | bytes]]]) -> bytes:
     data = b""
     for compressed, parts in messages:
         client = compressing if compressed else plain
-        kind = type(parts[0])
-        for index, part in enumerate(parts):
-            part = part if isinstance(part, kind) else (
-                part.decode("latin-1") if kind is str else part.encode())
+        same = same_kind(parts)
+        for index, part in enumerate(same):
             last = index == len(parts) - 1
             event: Message[str] | Message[bytes] = (
-                TextMessage(data=part, message_finished=last) if kind is str
+                TextMessage(data=part, message_finished=last) if isinstance(part, str)
                 else BytesMessage(data=part, message_finished=last))
             data += client.send(event)
             if index == 0:
@@ -205,11 +204,16 @@ def messages_read_by_plain_wsproto(data: bytes) -> list[str | bytes]:
     return messages
 
 
+def same_kind(parts: list[str | bytes]) -> list[str] | list[bytes]:
+    """The fragments of one message, all text or all bytes like the first."""
+    if isinstance(parts[0], str):
+        return [p if isinstance(p, str) else p.decode("latin-1") for p in parts]
+    return [p if isinstance(p, bytes) else p.encode() for p in parts]
+
+
 def whole(parts: list[str | bytes]) -> str | bytes:
-    kind = type(parts[0])
-    same = [p if isinstance(p, kind) else (p.decode("latin-1") if kind is str else p.encode())
-            for p in parts]
-    return "".join(same) if kind is str else b"".join(same)  # type: ignore[arg-type]
+    same = same_kind(parts)
+    return "".join(same) if isinstance(same[0], str) else b"".join(same)  # type: ignore[arg-type]
 
 
 @given(messages=st.lists(st.tuples(st.booleans(), message_parts), min_size=1, max_size=5),
