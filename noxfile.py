@@ -79,6 +79,17 @@ def bench_journal(session: nox.Session) -> None:
 
 
 @nox.session(python=PYTHON)
+def bench_deflate(session: nox.Session) -> None:
+    """permessage-deflate: CPU per delivery and bytes saved; see bench/README.md.
+
+    Writes bench/results/deflate.json. Arguments after ``--`` go to the benchmark,
+    e.g. ``nox -s bench_deflate -- --subscribers 1000`` or ``-- --rounds 5``.
+    """
+    session.install(".")
+    session.run("python", "-m", "bench.deflate", *session.posargs)
+
+
+@nox.session(python=PYTHON)
 def soak(session: nox.Session) -> None:
     """100,000 connect/subscribe/disconnect cycles with orders flowing; see bench/README.md, "Soak".
 

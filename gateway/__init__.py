@@ -7,10 +7,12 @@ is a thin command line over it. The modules behind this surface are private:
 * ``_runtime``: the engine task (the one owner of the engine).
 * ``_journal``: the write-ahead journal on disk, snapshots, recovery.
 * ``_hub``: subscriptions and the per-stream fan-out tasks.
-* ``_ws``: WebSocket listener and connections (reader, writer, heartbeat).
+* ``_ws``: WebSocket admission and connections (reader, writer, heartbeat).
+* ``_listener``, ``_handshake``: the WebSocket port's TCP side, and its answer to plain HTTP.
 * ``_rest``: the REST API.
 * ``_protocol``, ``_messages``: pure protocol and encoding, no I/O.
-* ``_transport``, ``_frames``: the socket writer under each connection, and frames.
+* ``_transport``, ``_frames``, ``_deflate``: the socket owner under each connection,
+  frames, and permessage-deflate.
 * ``_gc``: the cyclic garbage collector policy.
 * ``_auth``, ``_stats``, ``_server``, ``_cli``.
 """
