@@ -93,7 +93,7 @@ def order_rate_keys() -> list[str]:
     """The per-user order-rate limit keys this gateway knows (none before they existed)."""
     import attrs  # noqa: PLC0415 - only the gateway's config needs it
 
-    from gateway._config import LimitSettings  # noqa: PLC0415
+    from gateway import LimitSettings  # noqa: PLC0415
 
     known = attrs.fields_dict(LimitSettings)
     return [key for key in ("orders_per_second", "order_burst") if key in known]
@@ -512,6 +512,7 @@ def plot(summary: dict[str, dict[str, Any]], path: Path, title: str) -> bool:
     bars.set_ylabel("acked orders/s (median over rounds)")
     bars.legend(fontsize=8)
     lat.set_yscale("log")
+    lat.set_ylim(bottom=0.1)
     lat.set_ylabel("ack latency ms (log scale)")
     lat.axhline(10, color="red", linewidth=0.7, linestyle="--")
     lat.legend(fontsize=7)
