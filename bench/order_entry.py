@@ -254,11 +254,11 @@ def run_once(args: argparse.Namespace, system: str, connections: int, round_inde
                     cpu1, at1, gen1 = cpu_seconds(server.pid), now, _worker_cpu(workers)
                 continue
             next_tick += 1.0
-            acked = total(ACKED)
+            acked_now = total(ACKED)
             log(f"[{label} {now - go:5.1f}s] {'warm-up' if now < t0 else 'measure'}  "
-                f"acked {(acked - prev_acked) / (now - prev_t):,.0f}/s  "
+                f"acked {(acked_now - prev_acked) / (now - prev_t):,.0f}/s  "
                 f"errors {total(ERRORS):,}")
-            prev_acked, prev_t = acked, now
+            prev_acked, prev_t = acked_now, now
 
         collect_by = end + 10.0
         for pipe in pipes:
@@ -284,10 +284,12 @@ def run_once(args: argparse.Namespace, system: str, connections: int, round_inde
     result, latencies = merge(results, system=system, connections=connections,
                               duration=window_s)
     busiest = max((b - a for a, b in zip(gen0[2], gen1[2], strict=True)), default=0.0)
+    gen_cpu = (gen1[0] - gen0[0]) + (gen1[1] - gen0[1])
+    acked = result["acked"]
     if busiest / window_s > 0.8:
         log(f"[{label}] warning: a load worker used {busiest / window_s:.0%} of a core; the "
             "generator may be the bottleneck (more --workers?)")
-    if result["acked"] == 0:
+    if acked == 0:
         log(f"[{label}] warning: no order acknowledged; errors {result['errors']}, "
             f"samples {result['error_samples'][:2]}")
     result.update({
@@ -295,15 +297,17 @@ def run_once(args: argparse.Namespace, system: str, connections: int, round_inde
         "load_average": {"before": load_before, "after": os.getloadavg()},
         "server": {
             "cpu_pct": round((cpu1 - cpu0) / window_s * 100, 1),
+            "cpu_us_per_ack": round((cpu1 - cpu0) / acked * 1e6, 1) if acked else None,
             "exit_code": exit_code,
             "log_tail": server_log.splitlines()[-5:],
         },
         "generator": {
             "workers": len(workers),
-            "cpu_pct": round(((gen1[0] - gen0[0]) + (gen1[1] - gen0[1])) / window_s * 100, 1),
+            "cpu_pct": round(gen_cpu / window_s * 100, 1),
             "user_pct": round((gen1[0] - gen0[0]) / window_s * 100, 1),
             "system_pct": round((gen1[1] - gen0[1]) / window_s * 100, 1),
             "busiest_worker_pct": round(busiest / window_s * 100, 1),
+            "cpu_us_per_ack": round(gen_cpu / acked * 1e6, 1) if acked else None,
         },
     })
     if stats_end is not None:
@@ -379,7 +383,10 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
                 "max_ms": _median([r["latency_ms"]["max"] for r in group]),
                 "errors": sum(r["error_count"] for r in group),
                 "server_cpu_pct": _median([r["server"]["cpu_pct"] for r in group]),
+                "server_cpu_us_per_ack": _median([r["server"]["cpu_us_per_ack"] for r in group]),
                 "generator_cpu_pct": _median([r["generator"]["cpu_pct"] for r in group]),
+                "generator_cpu_us_per_ack": _median(
+                    [r["generator"]["cpu_us_per_ack"] for r in group]),
                 "generator_busiest_worker_pct": max(
                     r["generator"]["busiest_worker_pct"] for r in group),
             }
@@ -392,7 +399,12 @@ RATIOS = (("ws_vs_matching_engine", "ours_ws", "matching_engine"),
 
 def ratios(runs: list[dict[str, Any]], summary: dict[str, dict[str, Any]]
            ) -> dict[str, dict[str, Any]]:
-    """acked/s ratios: of the medians, and within each round (steadier on a noisy host)."""
+    """acked/s ratios: of the medians, and within each round (steadier on a noisy host).
+
+    ``per_server_cpu`` compares orders per second of the server's own CPU (the inverse
+    ratio of the CPU per ack): on a machine where the servers do not get a whole core,
+    it says which one would be faster given the same CPU.
+    """
     out: dict[str, dict[str, Any]] = {}
     for conns, systems in summary.items():
         out[conns] = {}
@@ -407,6 +419,8 @@ def ratios(runs: list[dict[str, Any]], summary: dict[str, dict[str, Any]]
             out[conns][name] = {
                 "of_medians": report.ratio(systems[a]["acked_per_s"], systems[b]["acked_per_s"]),
                 "per_round": per_round,
+                "per_server_cpu": report.ratio(systems[b]["server_cpu_us_per_ack"],
+                                               systems[a]["server_cpu_us_per_ack"]),
             }
     return out
 
@@ -449,7 +463,8 @@ def _fmt(value: Any, digits: int = 1) -> str:
 def print_tables(summary: dict[str, dict[str, Any]], ratio_table: dict[str, dict[str, Any]],
                  target_list: list[dict[str, Any]]) -> None:
     header = ["conns", "system", "acked/s", "p50 ms", "p99 ms", "p99.9 ms", "errors",
-              "server CPU %", "gen CPU %", "gen busiest %", "acked/s per round"]
+              "server CPU %", "server us/ack", "gen CPU %", "gen busiest %", "gen us/ack",
+              "acked/s per round"]
     rows = [header]
     for conns, systems in summary.items():
         for system in SYSTEMS:
@@ -458,8 +473,9 @@ def print_tables(summary: dict[str, dict[str, Any]], ratio_table: dict[str, dict
             s = systems[system]
             rows.append([conns, LABELS[system], _fmt(s["acked_per_s"], 0), _fmt(s["p50_ms"], 2),
                          _fmt(s["p99_ms"], 2), _fmt(s["p99_9_ms"], 2), _fmt(s["errors"]),
-                         _fmt(s["server_cpu_pct"]), _fmt(s["generator_cpu_pct"]),
-                         _fmt(s["generator_busiest_worker_pct"]),
+                         _fmt(s["server_cpu_pct"]), _fmt(s["server_cpu_us_per_ack"], 0),
+                         _fmt(s["generator_cpu_pct"]), _fmt(s["generator_busiest_worker_pct"]),
+                         _fmt(s["generator_cpu_us_per_ack"], 0),
                          " ".join(_fmt(v, 0) for v in s["acked_per_s_per_round"])])
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     for index, row in enumerate(rows):
@@ -472,7 +488,8 @@ def print_tables(summary: dict[str, dict[str, Any]], ratio_table: dict[str, dict
         for name, value in table.items():
             rounds = ", ".join(_fmt(v, 2) for v in value["per_round"])
             print(f"{conns} connections: {name} = {_fmt(value['of_medians'], 2)}x "
-                  f"(per round: {rounds})")
+                  f"(per round: {rounds}; per server CPU second: "
+                  f"{_fmt(value['per_server_cpu'], 2)}x)")
     print()
     for target in target_list:
         verdict = {True: "met", False: "MISSED", None: "not measured"}[target["met"]]
@@ -504,7 +521,7 @@ def plot(summary: dict[str, dict[str, Any]], path: Path, title: str) -> bool:
         p50 = [summary[c].get(system, {}).get("p50_ms") or 0 for c in concurrencies]
         p99 = [summary[c].get(system, {}).get("p99_ms") or 0 for c in concurrencies]
         lat.bar(xs, p99, width, color=f"C{i}", alpha=0.35)
-        lat.bar(xs, p50, width, color=f"C{i}", label=f"{LABELS[system]} (p50 solid, p99 light)")
+        lat.bar(xs, p50, width, color=f"C{i}")
     for ax in (bars, lat):
         ax.set_xticks(range(len(concurrencies)))
         ax.set_xticklabels([f"{c} connections" for c in concurrencies])
@@ -514,8 +531,10 @@ def plot(summary: dict[str, dict[str, Any]], path: Path, title: str) -> bool:
     lat.set_yscale("log")
     lat.set_ylim(bottom=0.1)
     lat.set_ylabel("ack latency ms (log scale)")
-    lat.axhline(10, color="red", linewidth=0.7, linestyle="--")
-    lat.legend(fontsize=7)
+    lat.set_title("p50 (solid) and p99 (light), median over rounds", fontsize=9)
+    lat.axhline(10, color="red", linewidth=0.7, linestyle="--",
+                label="10 ms (WebSocket p99 target)")
+    lat.legend(fontsize=8, loc="lower right")
     fig.suptitle(title)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()

@@ -141,6 +141,8 @@ def test_short_real_run(tmp_path: Path) -> None:
         assert run["acked_per_s"] > 0
         assert run["latency_ms"]["max"] >= run["latency_ms"]["p99"] >= run["latency_ms"]["p50"] > 0
         assert run["generator"]["workers"] == 2
+        assert run["generator"]["cpu_us_per_ack"] is not None
+        assert run["server"]["cpu_us_per_ack"] is not None
         assert run["server"]["exit_code"] == 0
     ours = next(run for run in results["runs"] if run["system"] == "ours_rest")
     assert set(ours["statuses"]) <= {"OPEN", "PARTIALLY_FILLED", "FILLED"}
