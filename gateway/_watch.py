@@ -23,12 +23,13 @@ from urllib.parse import quote, urlsplit
 
 import jwt
 import msgspec
+import trio
 from trio_websocket import (
     ConnectionClosed,
     ConnectionRejected,
     ConnectionTimeout,
     HandshakeError,
-    open_websocket_url,
+    wrap_client_stream,
 )
 
 DEFAULT_URL = "ws://127.0.0.1:8081"
@@ -167,32 +168,71 @@ def describe_connect_error(url: str, exc: BaseException) -> str:
 
 
 async def watch(url: str, token: str | None, requests: Sequence[str], limit: int | None) -> int:
-    """Print messages from ``url`` until ``limit``; the exit status of ``EXIT_STATUS``."""
-    opened = False
+    """Print messages from ``url`` until ``limit``; the exit status of ``EXIT_STATUS``.
+
+    The TCP stream is opened and closed here, not by trio-websocket's
+    ``open_websocket_url``, whose 0.12 client leaves its socket open when the
+    server closes first or refuses the handshake.
+    """
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    secure = parts.scheme == "wss"
+    port = parts.port or (443 if secure else 80)
     try:
-        async with open_websocket_url(
-            url, connect_timeout=CONNECT_TIMEOUT, disconnect_timeout=CLOSE_TIMEOUT
-        ) as ws:
-            opened = True
-            for message in requests:
-                await ws.send_message(message)
-            seen = 0
-            while limit is None or seen < limit:
-                print(await ws.get_message(), flush=True)
-                seen += 1
-    except ConnectionRejected as exc:
-        return _fail(f"{mask(url, token)}: "
-                     + mask(describe_rejection(exc.status_code, exc.body), token))
+        with trio.fail_after(CONNECT_TIMEOUT):
+            stream: trio.abc.Stream = await (
+                trio.open_ssl_over_tcp_stream(host, port, https_compatible=True) if secure
+                else trio.open_tcp_stream(host, port))
+    except trio.TooSlowError:
+        return _fail(describe_connect_error(url, ConnectionTimeout()))
+    except OSError as exc:
+        return _fail(describe_connect_error(url, exc))
+    status = 2
+    try:
+        async with trio.open_nursery() as nursery:
+            status = await _watch_stream(nursery, stream, url, token, requests, limit)
+            nursery.cancel_scope.cancel()
+    except* ConnectionRejected as group:  # raised by the connection's reader task
+        rejected = group.exceptions[0]
+        while isinstance(rejected, BaseExceptionGroup):
+            rejected = rejected.exceptions[0]
+        assert isinstance(rejected, ConnectionRejected)
+        status = _fail(f"{mask(url, token)}: " + mask(
+            describe_rejection(rejected.status_code, rejected.body), token))
+    finally:
+        await stream.aclose()
+    return status
+
+
+async def _watch_stream(
+    nursery: trio.Nursery, stream: trio.abc.Stream, url: str, token: str | None,
+    requests: Sequence[str], limit: int | None,
+) -> int:
+    parts = urlsplit(url)
+    host = parts.netloc.rsplit("@", 1)[-1]  # the Host header: host[:port]
+    resource = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    try:
+        with trio.fail_after(CONNECT_TIMEOUT):
+            ws = await wrap_client_stream(nursery, stream, host, resource)  # type: ignore[arg-type]
+    except trio.TooSlowError:
+        return _fail(describe_connect_error(url, ConnectionTimeout()))
+    except (HandshakeError, ConnectionClosed, OSError) as exc:
+        return _fail(describe_connect_error(url, exc))
+    try:
+        for message in requests:
+            await ws.send_message(message)
+        seen = 0
+        while limit is None or seen < limit:
+            print(await ws.get_message(), flush=True)
+            seen += 1
     except ConnectionClosed as exc:
         code = None if exc.reason is None else exc.reason.code
         if code == 1000:
             return 0
         text = None if exc.reason is None else exc.reason.reason
         return _fail(mask(describe_close(code, text, token), token), status=1)
-    except (HandshakeError, OSError) as exc:
-        if opened:  # the close handshake after --count timed out: every message is out
-            return 0
-        return _fail(describe_connect_error(url, exc))
+    with trio.move_on_after(CLOSE_TIMEOUT):  # --count reached: say goodbye, briefly
+        await ws.aclose()
     return 0
 
 

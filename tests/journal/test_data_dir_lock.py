@@ -203,3 +203,18 @@ async def test_a_journal_directory_outside_the_data_directory_is_locked_too(tmp_
             owner.shutdown()
     assert refused.value.directory == tmp_path / "shared-journal"
     assert "journal.directory" in str(refused.value)
+
+
+async def test_the_readme_embedding_example_runs_in_its_own_data_directory(tmp_path):
+    """The README's example must never share ``trade-engine serve``'s default directory."""
+    readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("\n## Embedding\n", 1)[1]
+    example = section.split("```python\n", 1)[1].split("```", 1)[0]
+    with trio.fail_after(STARTUP_TIMEOUT):
+        result = await trio.run_process(
+            [sys.executable, "-c", example], cwd=tmp_path, capture_stdout=True,
+            capture_stderr=True, check=False, env=environment(tmp_path))
+    assert result.returncode == 0, result.stderr.decode()
+    assert result.stdout.decode().startswith("REST http://127.0.0.1:")
+    assert (tmp_path / "embedded-data" / "journal" / "LOCK").exists()
+    assert not (tmp_path / "xdg").exists()  # the default data directory was not touched
