@@ -32,7 +32,7 @@ from gateway._journal import (
     read_journal,
 )
 from gateway._server import serve
-from gateway._watch import DEFAULT_URL, EXIT_STATUS, WatchUsageError, stream_url, watch
+from gateway._watch import DEFAULT_URL, EXIT_STATUS, WatchUsageError, run_watch, stream_url
 
 
 class UsageError(Exception):
@@ -166,6 +166,12 @@ exit status:
   2  could not start: a configuration error, a corrupt journal, a port in use,
      or a data directory another trade-engine serve owns (its pid is named)"""
 
+JOURNAL_EXIT_STATUS = """\
+exit status:
+  0  the journal reads to the end (a torn tail is reported, never truncated)
+  1  the journal is corrupt or in an unsupported format (file and offset named)
+  2  the directory does not exist or holds no journal (nothing is created)"""
+
 WATCH_HELP = f"""\
 ENDPOINT is joined to --url: with the default --url, "trades" opens
 {DEFAULT_URL}/ws/trades; the banner's "ws://HOST:PORT/ws" as --url is the
@@ -215,9 +221,11 @@ def _parser() -> argparse.ArgumentParser:
     journal = commands.add_parser("journal", help="check or replay a journal directory")
     journal_commands = journal.add_subparsers(dest="journal_command", required=True)
     verify = journal_commands.add_parser(
-        "verify", help="check every record and the snapshot; print counts, last seq, hash")
+        "verify", help="check every record and the snapshot; print counts, last seq, hash",
+        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=JOURNAL_EXIT_STATUS)
     replay = journal_commands.add_parser(
-        "replay", help="rebuild the state; print the state hash (and the events)")
+        "replay", help="rebuild the state; print the state hash (and the events)",
+        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=JOURNAL_EXIT_STATUS)
     replay.add_argument("--events", action="store_true",
                         help="print every replayed event as a JSON line")
     for sub in (verify, replay):
@@ -240,7 +248,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _journal(args)
         if args.command == "watch":
             url = stream_url(args.url, args.path, args.token)
-            return trio.run(watch, url, args.token, args.send, args.count)
+            return run_watch(url, args.token, args.send, args.count)
         trio.run(_serve, _config(args))
     except (ConfigError, JournalError, UsageError, WatchUsageError) as exc:
         print(f"trade-engine: {exc}", file=sys.stderr)
@@ -248,7 +256,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (OSError, DataDirectoryLocked) as exc:
         print(f"trade-engine: cannot start: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:  # watch and the journal tools; serve handles SIGINT itself
+    except KeyboardInterrupt:  # the journal tools; watch and serve handle SIGINT themselves
         return 130
     return 0
 

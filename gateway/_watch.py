@@ -167,6 +167,16 @@ def describe_connect_error(url: str, exc: BaseException) -> str:
     return f"cannot connect to {mask(url)}: {detail or type(cause).__name__}"
 
 
+def run_watch(url: str, token: str | None, requests: Sequence[str], limit: int | None) -> int:
+    """:func:`watch` in a new trio run; Ctrl-C is exit status 130, not a traceback."""
+    status = 130
+    try:
+        status = trio.run(watch, url, token, requests, limit)
+    except* KeyboardInterrupt:  # delivered to whichever task was running, maybe in a group
+        pass
+    return status
+
+
 async def watch(url: str, token: str | None, requests: Sequence[str], limit: int | None) -> int:
     """Print messages from ``url`` until ``limit``; the exit status of ``EXIT_STATUS``.
 

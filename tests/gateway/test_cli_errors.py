@@ -10,6 +10,7 @@ expired token says how to get a new one too.
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -56,7 +57,8 @@ def one_line(result: subprocess.CompletedProcess[bytes]) -> str:
     stderr = result.stderr.decode()
     assert stderr.startswith("trade-engine: "), stderr
     assert stderr.count("\n") == 1, stderr
-    assert "Traceback" not in stderr and "CloseReason" not in stderr, stderr
+    assert "Traceback" not in stderr, stderr
+    assert "CloseReason" not in stderr, stderr
     return stderr.strip()
 
 
@@ -95,6 +97,34 @@ async def in_process(capsys: pytest.CaptureFixture[str], *args: str
     return subprocess.CompletedProcess(args, code, out.encode(), err.encode())
 
 
+async def interrupted_in_a_subprocess(
+        tmp_path: Path, ws: str, results: dict[str, subprocess.CompletedProcess[bytes]]) -> None:
+    """``watch`` until its first message, then SIGINT, as Ctrl-C in a terminal."""
+    process = await trio.lowlevel.open_process(
+        [sys.executable, "-m", "gateway._cli", "watch", "trades", "--url", ws],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=environment(tmp_path))
+    assert process.stdout is not None
+    assert process.stderr is not None
+    try:
+        with trio.fail_after(TIMEOUT):
+            first = await process.stdout.receive_some()
+            assert b'"type":"subscribed"' in first
+            process.send_signal(signal.SIGINT)
+            await process.wait()
+            stderr = b""
+            while chunk := await process.stderr.receive_some():
+                stderr += chunk
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+        await process.stdout.aclose()
+        await process.stderr.aclose()
+    assert process.returncode is not None
+    results["interrupted"] = subprocess.CompletedProcess(process.args, process.returncode,
+                                                         first, stderr)
+
+
 async def test_watch_errors_are_one_line_without_the_token(gateway: Gateway, tmp_path, capsys):
     secret = load_or_create_secret(tmp_path / "data")
     valid = issue_token(secret, "alice", ttl=600)
@@ -120,6 +150,7 @@ async def test_watch_errors_are_one_line_without_the_token(gateway: Gateway, tmp
                 "watch", "/ws/orders", "--url", ws, "--token", expired]}))
 
         nursery.start_soon(expired_in_a_subprocess)
+        nursery.start_soon(interrupted_in_a_subprocess, tmp_path, ws, subprocess_results)
         results = {name: await in_process(capsys, *args) for name, args in commands.items()}
         # a token that expires while the stream is open: 4003, said in words
         expiring = issue_token(secret, "alice", ttl=2)
@@ -165,6 +196,10 @@ async def test_watch_errors_are_one_line_without_the_token(gateway: Gateway, tmp
             assert token.encode() not in result.stdout + result.stderr, name
             # nor its signature alone
             assert token.rsplit(".", 1)[1].encode() not in result.stderr, name
+
+    interrupted = results["interrupted"]
+    assert interrupted.returncode == 130, interrupted.stderr
+    assert interrupted.stderr == b""  # Ctrl-C is no error: no traceback
 
     help_text = results["help"].stdout.decode()
     assert "exit status:" in help_text

@@ -113,10 +113,30 @@ async def test_a_second_server_on_the_same_data_directory_is_refused(tmp_path):
     data_dir = tmp_path / "data"
     async with running_server(tmp_path, data_dir) as first:
         token = issue_token(load_or_create_secret(data_dir), "alice", ttl=600)
-        await place_order(first, token)
+        for _ in range(2):
+            await place_order(first, token)
+        before = contents(data_dir)  # the server is idle from here on
 
-        # a second trade-engine serve: exit 2 at once, one line, the directory and pid
-        second = await run_cli(tmp_path, *serve_command(data_dir)[3:])
+        # Concurrently: a second trade-engine serve, and the read-only tools on the
+        # data directory and on the journal directory.
+        results: dict[str, subprocess.CompletedProcess[bytes]] = {}
+
+        async def run(name: str, *args: str) -> None:
+            results[name] = await run_cli(tmp_path, *args)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(run, "serve", *serve_command(data_dir)[3:])
+            nursery.start_soon(run, "verify", "journal", "verify", str(data_dir))
+            nursery.start_soon(run, "replay", "journal", "replay", str(data_dir / "journal"))
+            # an embedded gateway.serve on the same directory: the typed exception
+            config = Config(rest_port=0, ws_port=0, data_dir=data_dir)
+            with trio.fail_after(TIMEOUT), pytest.raises(DataDirectoryLocked) as refused:
+                await nursery.start(gateway.serve, config)
+        assert refused.value.pid == first.process.pid
+        assert refused.value.directory == data_dir
+        assert str(data_dir) in str(refused.value)
+
+        second = results["serve"]  # exit 2 at once, one line: the directory and the pid
         stderr = second.stderr.decode()
         assert second.returncode == 2, stderr
         assert second.stdout == b""
@@ -124,46 +144,30 @@ async def test_a_second_server_on_the_same_data_directory_is_refused(tmp_path):
         assert stderr.startswith(f"trade-engine: cannot start: {data_dir} is in use: "
                                  f"another trade-engine (pid {first.process.pid})"), stderr
         assert "--data-dir" in stderr
-
-        # an embedded gateway.serve on the same directory: the typed exception
-        config = Config(rest_port=0, ws_port=0, data_dir=data_dir)
-        with trio.fail_after(TIMEOUT):
-            async with trio.open_nursery() as nursery:
-                with pytest.raises(DataDirectoryLocked) as refused:
-                    await nursery.start(gateway.serve, config)
-        assert refused.value.pid == first.process.pid
-        assert refused.value.directory == data_dir
-        assert str(data_dir) in str(refused.value)
-
-        # the first server noticed nothing
-        second_order = await place_order(first, token)
-        assert await last_seq(first) == second_order == 2
-
-        # the read-only tools work beside it, on the data or the journal directory,
-        # and change nothing (the server is idle meanwhile)
-        before = contents(data_dir)
-        verify = await run_cli(tmp_path, "journal", "verify", str(data_dir))
-        replay = await run_cli(tmp_path, "journal", "replay", str(data_dir / "journal"))
-        assert contents(data_dir) == before
-        for result in (verify, replay):
+        for name in ("verify", "replay"):
+            result = results[name]
             assert result.returncode == 0, result.stderr.decode()
             lines = result.stdout.decode().splitlines()
             assert lines[0] == f"journal: {data_dir / 'journal'}"
             assert "last seq: 2" in lines
+        # neither the refused servers nor the tools wrote a byte
+        assert contents(data_dir) == before
 
+        # the first server noticed nothing
+        assert await place_order(first, token) == 3
         first.process.send_signal(signal.SIGTERM)
         with trio.fail_after(TIMEOUT):
             assert await first.process.wait() == 0
 
-    # the owner is gone: the next server starts, with both orders
+    # the owner is gone: the next server starts, with every order
     async with running_server(tmp_path, data_dir) as restarted:
-        assert await last_seq(restarted) == 2
+        assert await last_seq(restarted) == 3
         restarted.process.kill()  # SIGKILL: no clean-up at all
         with trio.fail_after(TIMEOUT):
             await restarted.process.wait()
     # the kernel released the dead server's lock: no stale lock, the next one starts
     async with running_server(tmp_path, data_dir) as after_kill:
-        assert await last_seq(after_kill) == 2
+        assert await last_seq(after_kill) == 3
         assert (data_dir / "journal" / "LOCK").read_text() == f"{after_kill.process.pid}\n"
 
 

@@ -624,7 +624,8 @@ def test_cli_reports_a_torn_tail_without_truncating_it(tmp_path):
     verify = cli("journal", "verify", str(journal.directory), tmp_path=tmp_path)
     assert verify.returncode == 0, verify.stderr
     assert re.search(r"^torn tail \(a write in progress if a server is running; else a restart "
-                     r"truncates it\): .*journal-0+1\.log", verify.stdout, re.MULTILINE), verify.stdout
+                     r"truncates it\): .*journal-0+1\.log", verify.stdout,
+                     re.MULTILINE), verify.stdout
     assert f"state hash: {journal.engine.state_hash()}" in verify.stdout
     assert listing(journal.directory) == before
 
@@ -688,24 +689,21 @@ def test_cli_reads_the_journal_inside_a_data_directory_and_says_so(tmp_path):
     journal.write_many(commands(12, seed=43))
     journal.close()
     before = listing(data_dir / "journal")
-    for command in ("verify", "replay"):
-        result = cli("journal", command, str(data_dir), tmp_path=tmp_path)
+    verify = cli("journal", "verify", str(data_dir), tmp_path=tmp_path)
+    # without a directory: the configuration's (here the data directory's) journal
+    replay = cli("journal", "replay", "--data-dir", str(data_dir), tmp_path=tmp_path)
+    for result in (verify, replay):
         assert result.returncode == 0, result.stderr
         lines = result.stdout.splitlines()
         assert lines[0] == f"journal: {data_dir / 'journal'}"
         assert "last seq: 12" in lines
-    # without a directory: the configuration's (here the data directory's) journal
-    result = cli("journal", "verify", "--data-dir", str(data_dir), tmp_path=tmp_path)
-    assert result.returncode == 0, result.stderr
-    assert "last seq: 12" in result.stdout.splitlines()
     assert listing(data_dir / "journal") == before
     assert sorted(p.name for p in data_dir.iterdir()) == ["journal"]  # no LOCK, no secret
 
 
-@pytest.mark.parametrize("command", ["verify", "replay"])
-def test_cli_refuses_a_directory_without_a_journal_and_creates_nothing(tmp_path, command):
+def test_cli_refuses_a_directory_without_a_journal_and_creates_nothing(tmp_path):
     missing = tmp_path / "no" / "such" / "dir"
-    result = cli("journal", command, str(missing), tmp_path=tmp_path)
+    result = cli("journal", "verify", str(missing), tmp_path=tmp_path)
     assert result.returncode == 2
     assert result.stdout == ""
     assert result.stderr == (
@@ -716,8 +714,9 @@ def test_cli_refuses_a_directory_without_a_journal_and_creates_nothing(tmp_path,
 
     empty = tmp_path / "empty"
     empty.mkdir()
-    result = cli("journal", command, str(empty), tmp_path=tmp_path)
+    result = cli("journal", "replay", str(empty), tmp_path=tmp_path)
     assert result.returncode == 2
+    assert result.stdout == ""
     assert result.stderr.startswith(f"trade-engine: {empty} holds no journal "), result.stderr
     assert list(empty.iterdir()) == []
 
