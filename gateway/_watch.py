@@ -16,6 +16,7 @@ Rules of this module:
 from __future__ import annotations
 
 import re
+import shlex
 import socket
 import sys
 from collections.abc import Sequence
@@ -73,17 +74,19 @@ def stream_url(base: str, endpoint: str, token: str | None = None) -> str:
             f"{mask(base)} is not a WebSocket URL: use ws://HOST:PORT (or wss://), the "
             f"WebSocket address the serve banner prints, e.g. {DEFAULT_URL}")
     prefix = parts.path.rstrip("/")
+    queries = [parts.query]
+    path = ""
     if endpoint:
         prefix = prefix.removesuffix("/ws")  # the banner prints ws://HOST:PORT/ws
-        path = "/" + endpoint.strip().lstrip("/")
-        if not (path == "/ws" or path.startswith(("/ws/", "/ws?"))):
+        path, _, query = endpoint.strip().partition("?")
+        path = "/" + path.lstrip("/")
+        if not (path == "/ws" or path.startswith("/ws/")):
             path = "/ws" + path  # every endpoint is under /ws: "trades" is /ws/trades
-    else:
-        path = ""
-    url = f"{parts.scheme}://{parts.netloc}{prefix}{path}"
-    query = parts.query
+        queries.append(query)
     if token:
-        query = (query + "&" if query else "") + "token=" + quote(token, safe="")
+        queries.append("token=" + quote(token, safe=""))
+    query = "&".join(q for q in queries if q)
+    url = f"{parts.scheme}://{parts.netloc}{prefix}{path}"
     return f"{url}?{query}" if query else url
 
 
@@ -98,7 +101,7 @@ def describe_close(code: int | None, reason: str | None, token: str | None) -> s
     """One line for a close the server sent (or the lack of one)."""
     if code is None or code == 1006:
         return "the connection was lost (no close frame from the server)"
-    words = reason or _CLOSE_NAMES.get(code, "no reason given")
+    words = _one_line(reason or "") or _CLOSE_NAMES.get(code, "no reason given")
     line = f"closed by the server: {code} {words}"
     if code == 4003:
         line += f" (get a new token with: trade-engine token --user {_user_of(token)})"
@@ -111,7 +114,7 @@ def describe_rejection(status: int, body: bytes | None) -> str:
     if body:
         try:
             error = msgspec.json.decode(body)["error"]
-            message = f"{error['code']}: {error['message']}"
+            message = _one_line(f"{error['code']}: {error['message']}")
         except (msgspec.DecodeError, KeyError, TypeError):
             text = body.decode("utf-8", "replace").strip()
             if text and "\n" not in text and "<" not in text and len(text) <= 200:
@@ -131,7 +134,14 @@ def _user_of(token: str | None) -> str:
         user = jwt.decode(token or "", options={"verify_signature": False}).get("sub")
     except jwt.PyJWTError:
         user = None
-    return user if isinstance(user, str) and user.isidentifier() else "USER"
+    if isinstance(user, str) and user.isprintable() and 0 < len(user) <= 128:
+        return shlex.quote(user)
+    return "USER"
+
+
+def _one_line(text: str) -> str:
+    """Whatever the server said, on one line."""
+    return " ".join(text.split())
 
 
 def _root_cause(exc: BaseException) -> BaseException:

@@ -23,6 +23,7 @@ import trio
 from gateway import Gateway, issue_token
 from gateway._auth import load_or_create_secret
 from gateway._cli import main
+from gateway._watch import WatchUsageError, stream_url
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX subprocesses")
 
@@ -220,3 +221,25 @@ async def test_rest_says_when_a_token_expired_and_how_to_get_a_new_one(
     assert error["code"] == "unauthorized"
     assert error["message"] == ("token expired at 2023-11-14T23:13:20Z; get a new one with: "
                                 "trade-engine token --user bob")
+
+
+@pytest.mark.parametrize(("url", "endpoint", "expected"), [
+    ("ws://h:8081", "/ws/trades", "ws://h:8081/ws/trades"),
+    ("ws://h:8081", "ws/trades", "ws://h:8081/ws/trades"),
+    ("ws://h:8081", "trades", "ws://h:8081/ws/trades"),
+    ("ws://h:8081/", "/ws", "ws://h:8081/ws"),
+    ("ws://h:8081/ws", "/ws/trades", "ws://h:8081/ws/trades"),  # the banner's URL
+    ("ws://h:8081/ws/", "markets/BTC-USDT", "ws://h:8081/ws/markets/BTC-USDT"),
+    ("wss://example.com/exchange/ws", "/ws/orders", "wss://example.com/exchange/ws/orders"),
+    ("ws://h:8081", "/ws/trades?symbol=BTC-USDT", "ws://h:8081/ws/trades?symbol=BTC-USDT&token=T"),
+    ("ws://ignored:1", "ws://h:8081/ws/orders", "ws://h:8081/ws/orders?token=T"),
+])
+def test_the_watch_url_joins_any_written_form_once(url, endpoint, expected):
+    token = "T" if expected.endswith("token=T") else None
+    assert stream_url(url, endpoint, token) == expected
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:8080", "127.0.0.1:8081", "ws://"])
+def test_the_watch_url_must_be_a_websocket_url(url):
+    with pytest.raises(WatchUsageError, match="is not a WebSocket URL: use ws://HOST:PORT"):
+        stream_url(url, "/ws/trades")
