@@ -74,6 +74,9 @@ class WebSocketSettings:
     """Subscriptions one connection may hold."""
     depth_levels: int = attrs.field(default=10, validator=_positive)
     """Levels per side in the depth stream's snapshot and checksum."""
+    max_orders_in_flight: int = attrs.field(default=256, validator=_positive)
+    """Order-entry requests of one connection waiting for their reply; past it the
+    server stops reading that connection until replies go out (back-pressure)."""
     publish_timestamps: bool = False
     """Add ``published_ns`` (the server's monotonic clock, in ns, when the message was
     encoded) to every stream message; for latency measurements on the same machine."""
@@ -134,6 +137,10 @@ class LimitSettings:
     rest_requests_per_second: float = attrs.field(default=50.0, validator=_positive)
     """Authenticated REST requests per second per user; more get 429 + Retry-After."""
     rest_burst: int = attrs.field(default=100, validator=_positive)
+    orders_per_second: float = attrs.field(default=100.0, validator=_positive)
+    """Order-entry commands per second per user, REST and WebSocket together (token
+    bucket rate); more get ``rate_limited`` (REST 429 + Retry-After)."""
+    order_burst: int = attrs.field(default=200, validator=_positive)
     allowed_origins: tuple[str, ...] = ()
     """WebSocket ``Origin`` values accepted; empty accepts any (logged at start)."""
 

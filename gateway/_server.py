@@ -26,6 +26,7 @@ from gateway._datadir import lock_for
 from gateway._gc import tame_cyclic_gc
 from gateway._hub import Hub
 from gateway._journal import JournalWriter, recover
+from gateway._limits import OrderRate
 from gateway._rest import create_app
 from gateway._runtime import EngineRuntime
 from gateway._stats import Stats
@@ -153,9 +154,10 @@ async def _serve(config: Config, task_status: trio.TaskStatus[Gateway]) -> None:
         journal=journal, snapshot_every=config.journal.snapshot_every,
     )
     verifier = TokenVerifier.from_settings(config.auth, config.data_dir)
+    order_rate = OrderRate(config.limits.orders_per_second, config.limits.order_burst)
     ws = WebSocketGateway(
-        hub, settings=config.websocket, limits=config.limits, verifier=verifier, stats=stats,
-        symbols=engine.markets,
+        hub, runtime=runtime, order_rate=order_rate, settings=config.websocket,
+        limits=config.limits, verifier=verifier, stats=stats, symbols=engine.markets,
     )
     if config.limits.allowed_origins:
         log.info("WebSocket Origin allowed: %s", ", ".join(config.limits.allowed_origins))
@@ -163,8 +165,8 @@ async def _serve(config: Config, task_status: trio.TaskStatus[Gateway]) -> None:
         log.info("WebSocket Origin: any origin is accepted "
                  "(set limits.allowed_origins to restrict browsers)")
     app = create_app(
-        runtime, hub, verifier=verifier, stats=stats, max_request_body=config.max_request_body,
-        limits=config.limits,
+        runtime, hub, verifier=verifier, stats=stats, order_rate=order_rate,
+        max_request_body=config.max_request_body, limits=config.limits,
         public_trade_user_ids=config.public_trade_user_ids,
         connection_count=lambda: ws.connection_count,
     )
