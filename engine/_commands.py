@@ -70,10 +70,17 @@ class PlaceOrder(msgspec.Struct, frozen=True, kw_only=True, gc=False, tag="place
 
 
 class CancelOrder(msgspec.Struct, frozen=True, kw_only=True, gc=False, tag="cancel"):
-    """Cancel one open order. Only its owner may."""
+    """Cancel one open order. Only its owner may.
 
-    order_id: int
+    The order is named by ``order_id``, or, when ``client_order_id`` is given,
+    by the owner's client id of an open order (``order_id`` is then ignored).
+    The engine resolves the client id when it applies the command, so a
+    cancel sent right behind its place finds the order.
+    """
+
     user_id: str
+    order_id: int = 0
+    client_order_id: str | None = None
 
 
 class CancelAllOrders(
@@ -95,8 +102,10 @@ class AmendOrder(msgspec.Struct, frozen=True, kw_only=True, gc=False, tag="amend
     at once as a taker if the new price crosses.
     """
 
-    order_id: int
     user_id: str
+    order_id: int = 0
+    client_order_id: str | None = None
+    """As for :class:`CancelOrder`: names the open order instead of ``order_id``."""
     price: int | None = None
     quantity: int | None = None
 

@@ -640,6 +640,11 @@ class Engine:
     def _cancel(self, c: CancelOrder, seq: int, ts: int) -> list[Event]:
         """Cancel one open order: ``_cancel_open`` and a one-level ``_publish_book``, inlined."""
         oid, user = c.order_id, c.user_id
+        if c.client_order_id is not None:
+            found = self._by_client_id(user, c.client_order_id)
+            if found is None:
+                return self._unknown_client_id("cancel", c.client_order_id, user, seq, ts)
+            oid = found
         orders = self._orders
         order = orders.get(oid) if type(oid) is int else None
         if order is None or not order.remaining or order.user_id != user:
@@ -689,6 +694,19 @@ class Engine:
         top = book.top = book.current_top()
         return [report, changed, TopOfBookChanged(seq, ts, symbol, *top)]
 
+    def _by_client_id(self, user_id: object, client_order_id: object) -> int | None:
+        """The id of ``user_id``'s open order with ``client_order_id``, if there is one."""
+        if type(user_id) is not str or type(client_order_id) is not str:
+            return None
+        return self._client_ids.get((user_id, client_order_id))
+
+    @staticmethod
+    def _unknown_client_id(
+        command: str, client_order_id: object, user_id: object, seq: int, ts: int
+    ) -> list[Event]:
+        return [_rejected(seq, ts, command, None, None, user_id, client_order_id,
+                          RejectReason.UNKNOWN_ORDER)]
+
     def _cancel_open(
         self, m: _Market, order: RestingOrder, reason: CancelReason,
         events: list[Event], dirty: _Dirty, seq: int, ts: int,
@@ -727,6 +745,11 @@ class Engine:
 
     def _amend(self, c: AmendOrder, seq: int, ts: int) -> list[Event]:
         oid, user = c.order_id, c.user_id
+        if c.client_order_id is not None:
+            found = self._by_client_id(user, c.client_order_id)
+            if found is None:
+                return self._unknown_client_id("amend", c.client_order_id, user, seq, ts)
+            oid = found
         order = self._orders.get(oid) if type(oid) is int else None
         if order is None or not order.remaining or order.user_id != user:
             return self._refuse("amend", oid, user, order, seq, ts)
@@ -819,6 +842,11 @@ class Engine:
         """An open order, or a closed one still in the history; None otherwise."""
         found = self._orders.get(order_id)
         return None if found is None else _view(found)
+
+    def open_order_by_client_id(self, user_id: str, client_order_id: str) -> Order | None:
+        """``user_id``'s open order with ``client_order_id``; None if there is none."""
+        found = self._by_client_id(user_id, client_order_id)
+        return None if found is None else _view(self._orders[found])
 
     def open_orders(self, user_id: str, symbol: str | None = None) -> list[Order]:
         """A user's open orders, oldest first."""

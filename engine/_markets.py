@@ -112,6 +112,8 @@ class MarketSpec:
         self, text: str, step: Decimal, invalid: RejectReason, off_step: RejectReason, name: str
     ) -> int:
         if not isinstance(text, str) or _DECIMAL.fullmatch(text) is None:
+            if isinstance(text, str) and text[:1] == "-" and _DECIMAL.fullmatch(text[1:]):
+                raise UnitError(invalid, f"{name} must be positive, got {text}")
             raise UnitError(invalid, f"{name} must be a decimal string such as \"1.25\"")
         value = Decimal(text)
         if value <= 0:

@@ -77,6 +77,9 @@ class WebSocketSettings:
     compression: bool = True
     """Agree to permessage-deflate (RFC 7692) when a client offers it, as browsers do;
     each stream message is then compressed once for all such clients."""
+    max_orders_in_flight: int = attrs.field(default=256, validator=_positive)
+    """Order-entry requests of one connection waiting for their reply; past it the
+    server stops reading that connection until replies go out (back-pressure)."""
     publish_timestamps: bool = False
     """Add ``published_ns`` (the server's monotonic clock, in ns, when the message was
     encoded) to every stream message; for latency measurements on the same machine."""
@@ -137,6 +140,10 @@ class LimitSettings:
     rest_requests_per_second: float = attrs.field(default=50.0, validator=_positive)
     """Authenticated REST requests per second per user; more get 429 + Retry-After."""
     rest_burst: int = attrs.field(default=100, validator=_positive)
+    orders_per_second: float = attrs.field(default=100.0, validator=_positive)
+    """Order-entry commands per second per user, REST and WebSocket together (token
+    bucket rate); more get ``rate_limited`` (REST 429 + Retry-After)."""
+    order_burst: int = attrs.field(default=200, validator=_positive)
     allowed_origins: tuple[str, ...] = ()
     """WebSocket ``Origin`` values accepted; empty accepts any (logged at start)."""
 

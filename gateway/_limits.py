@@ -12,6 +12,8 @@ Rules of this module:
   stricter, so an attacker cannot grow memory by spraying keys.
 * :class:`Counts` counts live things per key (connections per IP or user) and
   forgets a key when its count returns to zero.
+* :class:`OrderRate` is the one order-entry budget of each user: REST and
+  every WebSocket connection of that user draw from the same bucket.
 """
 
 from __future__ import annotations
@@ -83,6 +85,25 @@ class KeyedBuckets:
 
     def __len__(self) -> int:
         return len(self._buckets)
+
+
+class OrderRate:
+    """Order-entry commands (place, amend, cancel, cancel-all) per user, on every transport.
+
+    Args:
+        rate: commands per second a user may sustain.
+        burst: commands a user may send at once.
+    """
+
+    def __init__(self, rate: float, burst: float) -> None:
+        self.rate = rate
+        self._buckets = KeyedBuckets(rate, burst)
+
+    def admit(self, user_id: str, now: float) -> float | None:
+        """None when ``user_id`` may send a command now; else seconds until it may."""
+        if self._buckets.take(user_id, now):
+            return None
+        return self._buckets.retry_after(user_id, now)
 
 
 class Counts:

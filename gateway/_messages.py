@@ -27,6 +27,7 @@ import attrs
 from engine import (
     BookLevelChanged,
     MarketSpec,
+    Order,
     OrderAccepted,
     OrderAmended,
     OrderCancelled,
@@ -56,6 +57,24 @@ def iso_time(ts: int) -> str:
 
 def order_status(status: OrderStatus) -> str:
     return _STATUS[status]
+
+
+def order_json(order: Order, spec: MarketSpec) -> Message:
+    """An order as REST answers it and WebSocket order entry replies with (the seed's names)."""
+    return {
+        "order_id": order.order_id, "client_order_id": order.client_order_id,
+        "user_id": order.user_id, "symbol": order.symbol, "side": order.side.upper(),
+        "type": str(order.order_type), "time_in_force": str(order.time_in_force),
+        "post_only": order.post_only,
+        "self_trade_prevention": str(order.self_trade_prevention),
+        "price": None if order.price is None else spec.format_price(order.price),
+        "quantity": spec.format_quantity(order.quantity),
+        "filled_quantity": spec.format_quantity(order.filled),
+        "remaining_quantity": spec.format_quantity(order.remaining),
+        "status": order_status(order.status),
+        "created_at": iso_time(order.created_ts),
+        "updated_at": iso_time(order.updated_ts),
+    }
 
 
 def _price(spec: MarketSpec, ticks: int | None) -> str | None:

@@ -2,10 +2,13 @@
 
 Rules of this module:
 
-* A client message is a JSON object ``{"action", "stream", "symbol", "id"}``.
+* A client message is a JSON object with an ``action`` and an optional ``id``.
   :func:`parse_request` turns text into a :class:`Subscribe`,
-  :class:`Unsubscribe` or :class:`Ping`, or raises :class:`ProtocolError`
-  carrying a stable code and the request ``id`` when one could be read.
+  :class:`Unsubscribe` or :class:`Ping` (``stream``, ``symbol``), or an
+  :class:`OrderRequest` (``place``, ``amend``, ``cancel``, ``cancel_all``,
+  whose fields ``gateway/_schema.py`` validates, as it does for REST), or
+  raises :class:`ProtocolError` carrying a stable code and the request ``id``
+  when one could be read.
 * A *channel* is what a subscription points at and what the fan-out encodes
   once: ``("trades", "BTC/USDT")``, ``("trades", None)`` for every symbol,
   ``("orderbook", symbol)``, ``("depth", symbol)``, ``("orders", user_id)``.
@@ -21,6 +24,8 @@ from typing import Any
 
 import attrs
 import msgspec
+
+from gateway._schema import normalize_symbol, unknown_symbol_message
 
 
 class Stream(StrEnum):
@@ -45,23 +50,32 @@ class ErrorCode(StrEnum):
     NOT_SUBSCRIBED = "not_subscribed"
     MESSAGE_TOO_LARGE = "message_too_large"
     RATE_LIMITED = "rate_limited"
+    UNKNOWN_FIELD = "unknown_field"
 
 
 Channel = tuple[Stream, str | None]
 
 # Streams whose channel is per symbol and that need one.
 _NEEDS_SYMBOL = frozenset({Stream.ORDERBOOK, Stream.DEPTH})
+_ORDER_ACTIONS = frozenset(("place", "amend", "cancel", "cancel_all"))
 _MAX_ID_LENGTH = 128
 
 
 class ProtocolError(Exception):
-    """A client message we refuse; answered with an error reply, never fatal."""
+    """A client message we refuse; answered with an error reply, never fatal.
 
-    def __init__(self, code: ErrorCode, message: str, request_id: Any = None) -> None:
+    ``code`` is an :class:`ErrorCode`, or for order entry one of the REST codes
+    (``gateway/_schema.py``); ``field`` names the offending input, if any.
+    """
+
+    def __init__(
+        self, code: str, message: str, request_id: Any = None, field: str | None = None
+    ) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.request_id = request_id
+        self.field = field
 
 
 @attrs.frozen
@@ -83,14 +97,34 @@ class Ping:
     request_id: Any
 
 
-Request = Subscribe | Unsubscribe | Ping
+class OrderAction(StrEnum):
+    PLACE = "place"
+    AMEND = "amend"
+    CANCEL = "cancel"
+    CANCEL_ALL = "cancel_all"
+
+
+@attrs.frozen
+class OrderRequest:
+    """An order-entry request; ``fields`` are the message's other fields, unvalidated."""
+
+    action: OrderAction
+    request_id: Any
+    fields: dict[str, Any]
+
+
+Request = Subscribe | Unsubscribe | Ping | OrderRequest
+
+# The fields each order-entry action takes besides ``action`` and ``id``.
+_ORDER_FIELDS = {
+    OrderAction.PLACE: frozenset({"order"}),
+    OrderAction.AMEND: frozenset({"order_id", "client_order_id", "price", "quantity"}),
+    OrderAction.CANCEL: frozenset({"order_id", "client_order_id"}),
+    OrderAction.CANCEL_ALL: frozenset({"symbol"}),
+}
+_ACTIONS = "subscribe, unsubscribe, ping, place, amend, cancel or cancel_all"
 
 _decode = msgspec.json.Decoder().decode
-
-
-def normalize_symbol(symbol: str) -> str:
-    """``BTC-USDT`` and ``btc/usdt`` name the market ``BTC/USDT``."""
-    return symbol.replace("-", "/").upper()
 
 
 def parse_request(text: str | bytes, *, symbols: Collection[str]) -> Request:
@@ -113,19 +147,24 @@ def parse_request(text: str | bytes, *, symbols: Collection[str]) -> Request:
         raise ProtocolError(
             ErrorCode.INVALID_MESSAGE, "id must be an integer or a short string"
         )
+    action = message.get("action")
+    if isinstance(action, str) and action in _ORDER_ACTIONS:
+        order_action = OrderAction(action)
+        fields = {k: v for k, v in message.items() if k not in {"action", "id"}}
+        for name in fields:
+            if name not in _ORDER_FIELDS[order_action]:
+                raise ProtocolError(ErrorCode.UNKNOWN_FIELD, f"unknown field {name!r} for "
+                                    f"{action}", request_id, str(name))
+        return OrderRequest(order_action, request_id, fields)
     unknown = set(message) - {"action", "stream", "symbol", "id"}
     if unknown:
         raise ProtocolError(
             ErrorCode.INVALID_MESSAGE, f"unknown fields: {sorted(map(str, unknown))}", request_id
         )
-    action = message.get("action")
     if action == "ping":
         return Ping(request_id)
     if action not in ("subscribe", "unsubscribe"):
-        raise ProtocolError(
-            ErrorCode.UNKNOWN_ACTION,
-            "action must be subscribe, unsubscribe or ping", request_id,
-        )
+        raise ProtocolError(ErrorCode.UNKNOWN_ACTION, f"action must be {_ACTIONS}", request_id)
     raw_stream = message.get("stream")
     try:
         stream = Stream(str(raw_stream))
@@ -137,7 +176,9 @@ def parse_request(text: str | bytes, *, symbols: Collection[str]) -> Request:
     symbol = message.get("symbol")
     if symbol is not None:
         if not isinstance(symbol, str) or normalize_symbol(symbol) not in symbols:
-            raise ProtocolError(ErrorCode.UNKNOWN_SYMBOL, "unknown symbol", request_id)
+            raise ProtocolError(ErrorCode.UNKNOWN_SYMBOL,
+                                unknown_symbol_message(symbol, list(symbols)), request_id,
+                                "symbol")
         symbol = normalize_symbol(symbol)
     if stream in _NEEDS_SYMBOL and symbol is None:
         raise ProtocolError(
@@ -209,5 +250,5 @@ def reply(kind: str, request_id: Any, **fields: Any) -> dict[str, Any]:
 def error_reply(error: ProtocolError) -> dict[str, Any]:
     return {
         "type": "error", "id": error.request_id, "code": str(error.code),
-        "message": error.message,
+        "message": error.message, "field": error.field,
     }

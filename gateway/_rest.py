@@ -47,9 +47,9 @@ from gateway import _messages as messages
 from gateway._auth import AuthError, TokenVerifier
 from gateway._config import LimitSettings
 from gateway._hub import Hub
-from gateway._limits import KeyedBuckets
-from gateway._protocol import normalize_symbol
+from gateway._limits import KeyedBuckets, OrderRate
 from gateway._runtime import Busy, EngineRuntime, Unavailable
+from gateway._schema import normalize_symbol, rate_limited
 from gateway._stats import Stats, prometheus_text
 
 _encode = msgspec.json.Encoder().encode
@@ -118,6 +118,7 @@ def create_app(
     *,
     verifier: TokenVerifier,
     stats: Stats,
+    order_rate: OrderRate,
     limits: LimitSettings,
     max_request_body: int,
     public_trade_user_ids: bool,
@@ -167,6 +168,12 @@ def create_app(
         return data
 
     async def submit(command: Command) -> list[Event]:
+        retry_after = order_rate.admit(command.user_id, trio.current_time())
+        if retry_after is not None:
+            stats.orders_rate_limited += 1
+            limited = rate_limited(retry_after, order_rate.rate)
+            raise ApiError(limited.status, limited.code, limited.message,
+                           retry_after=retry_after)
         try:
             events = await runtime.submit(command)
         except Busy as exc:

@@ -49,14 +49,26 @@ class Unavailable(Exception):
     """The journal failed: no command can be made durable, so none is accepted."""
 
 
+Done = Callable[[list[Event], Exception | None], None]
+"""Told a command's events (or the error that kept it out of the engine) once it is durable.
+
+Called in the engine task: it must not block, and should be quick."""
+
+
 class _Pending:
     __slots__ = ("command", "done", "error", "events")
 
-    def __init__(self, command: Command) -> None:
+    def __init__(self, command: Command, done: Done) -> None:
         self.command = command
-        self.done = trio.Event()
+        self.done = done
         self.events: list[Event] = []
         self.error: Exception | None = None
+
+    def finish(self) -> None:
+        try:
+            self.done(self.events, self.error)
+        except Exception:  # a submitter's bug must not stop the engine for everyone
+            log.exception("a command's completion callback failed")
 
 
 class EngineRuntime:
@@ -150,7 +162,7 @@ class EngineRuntime:
                 # task switch for hundreds of commands. Answers go out only after.
                 await self._hub.publish(published)
                 for pending in batch:
-                    pending.done.set()
+                    pending.finish()
                 if self._snapshot_every and (
                     engine.last_seq - self._last_snapshot >= self._snapshot_every
                 ):
@@ -181,7 +193,7 @@ class EngineRuntime:
                 record = encode_record(seq + 1, ts, command)
             except (msgspec.EncodeError, OverflowError, TypeError) as exc:
                 pending.error = ValueError(f"the command cannot be journaled: {exc}")
-                pending.done.set()
+                pending.finish()
                 continue
             seq += 1
             stamped.append((seq, ts, command))
@@ -193,7 +205,7 @@ class EngineRuntime:
         for pending in batch:
             pending.error = Unavailable(f"the journal failed ({self._failure}); "
                                         "order entry is stopped until a restart")
-            pending.done.set()
+            pending.finish()
 
     async def _write_snapshots(self, receive: trio.MemoryReceiveChannel[tuple[int, bytes]]) -> None:
         assert self._journal is not None
@@ -218,16 +230,37 @@ class EngineRuntime:
             ValueError: the command holds values no journal record can carry
                 (an integer past 64 bits, a non-string id); nothing was applied.
         """
+        finished = trio.Event()
+        outcome: list[Event] = []
+        failure: list[Exception] = []
+
+        def done(events: list[Event], error: Exception | None) -> None:
+            outcome.extend(events)
+            if error is not None:
+                failure.append(error)
+            finished.set()
+
+        self.submit_nowait(command, done)
+        await finished.wait()
+        if failure:
+            raise failure[0]
+        return outcome
+
+    def submit_nowait(self, command: Command, done: Done) -> None:
+        """Queue ``command`` for the engine; ``done`` is called once it is durable and applied.
+
+        Commands queued by one task are applied, and their ``done`` called, in
+        the order they were queued: a pipelining client gets its replies in order.
+
+        Raises:
+            Busy: the command queue is full; nothing was queued.
+            Unavailable: the journal failed; nothing was queued.
+        """
         if self._failure is not None:
             raise Unavailable(f"the journal failed ({self._failure}); "
                               "order entry is stopped until a restart")
-        pending = _Pending(command)
         try:
-            self._send.send_nowait(pending)
+            self._send.send_nowait(_Pending(command, done))
         except trio.WouldBlock:
             self._stats.busy_rejections += 1
             raise Busy("the engine is busy; retry shortly") from None
-        await pending.done.wait()
-        if pending.error is not None:
-            raise pending.error
-        return pending.events

@@ -1,7 +1,8 @@
 """Wiring: the engine task, the fan-out tasks and both listeners in one nursery.
 
 Rules of this module: :func:`serve` is the whole server as one trio task
-tree. It recovers the engine from the journal, then starts, in order, the
+tree. It takes the journal's lock (``_datadir``: held until the journal is
+closed), recovers the engine from the journal, then starts, in order, the
 garbage-collector policy task, the fan-out tasks, the engine task, the REST
 listener (hypercorn) and the WebSocket listener (trio-websocket), then reports
 a :class:`Gateway` handle through ``task_status``. It returns when cancelled,
@@ -22,9 +23,11 @@ from hypercorn.trio import serve as serve_http
 from engine import Command, Engine, Event
 from gateway._auth import TokenVerifier
 from gateway._config import Config
+from gateway._datadir import lock_for
 from gateway._gc import tame_cyclic_gc
 from gateway._hub import Hub
 from gateway._journal import JournalWriter, recover
+from gateway._limits import OrderRate
 from gateway._rest import create_app
 from gateway._runtime import EngineRuntime
 from gateway._stats import Stats
@@ -102,7 +105,15 @@ async def serve(
     Args:
         config: the configuration; ``load_config`` builds one from a file.
         task_status: receives the :class:`Gateway` once both listeners accept.
+
+    Raises:
+        DataDirectoryLocked: another server owns the journal (see ``_datadir``).
     """
+    with lock_for(config):  # before the journal is read, until it is closed
+        await _serve(config, task_status)
+
+
+async def _serve(config: Config, task_status: trio.TaskStatus[Gateway]) -> None:
     stats = Stats()
     journal: JournalWriter | None = None
     if config.journal.enabled:
@@ -144,9 +155,10 @@ async def serve(
         journal=journal, snapshot_every=config.journal.snapshot_every,
     )
     verifier = TokenVerifier.from_settings(config.auth, config.data_dir)
+    order_rate = OrderRate(config.limits.orders_per_second, config.limits.order_burst)
     ws = WebSocketGateway(
-        hub, settings=config.websocket, limits=config.limits, verifier=verifier, stats=stats,
-        symbols=engine.markets,
+        hub, runtime=runtime, order_rate=order_rate, settings=config.websocket,
+        limits=config.limits, verifier=verifier, stats=stats, symbols=engine.markets,
     )
     if config.limits.allowed_origins:
         log.info("WebSocket Origin allowed: %s", ", ".join(config.limits.allowed_origins))
@@ -154,8 +166,8 @@ async def serve(
         log.info("WebSocket Origin: any origin is accepted "
                  "(set limits.allowed_origins to restrict browsers)")
     app = create_app(
-        runtime, hub, verifier=verifier, stats=stats, max_request_body=config.max_request_body,
-        limits=config.limits,
+        runtime, hub, verifier=verifier, stats=stats, order_rate=order_rate,
+        max_request_body=config.max_request_body, limits=config.limits,
         public_trade_user_ids=config.public_trade_user_ids,
         connection_count=lambda: ws.connection_count,
     )

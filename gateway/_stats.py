@@ -37,6 +37,8 @@ class Stats:
     rate_limit_disconnects: int = 0
     token_expirations: int = 0
     rest_rate_limited: int = 0
+    orders_rate_limited: int = 0
+    ws_order_requests: int = 0
 
     def as_json(self, subscriptions: dict[str, int]) -> dict[str, Any]:
         return {
@@ -59,6 +61,8 @@ class Stats:
             "rate_limit_disconnects": self.rate_limit_disconnects,
             "token_expirations": self.token_expirations,
             "rest_rate_limited": self.rest_rate_limited,
+            "orders_rate_limited": self.orders_rate_limited,
+            "ws_order_requests": self.ws_order_requests,
         }
 
 
@@ -108,6 +112,10 @@ class _StatsCollector(Collector):
             ("ws_rate_limit_disconnects", "Clients closed with 4029.", s.rate_limit_disconnects),
             ("ws_token_expirations", "Clients closed with 4003.", s.token_expirations),
             ("rest_rate_limited", "REST requests answered 429.", s.rest_rate_limited),
+            ("orders_rate_limited", "Order-entry commands refused by the per-user order rate "
+             "(REST and WebSocket).", s.orders_rate_limited),
+            ("ws_order_requests", "Order-entry requests received over WebSockets.",
+             s.ws_order_requests),
         ):
             yield CounterMetricFamily(f"trade_engine_{name}", doc, value=value)
 

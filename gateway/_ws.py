@@ -48,21 +48,26 @@ from gateway._deflate import HEADER as EXTENSIONS_HEADER
 from gateway._deflate import Inflater, negotiate
 from gateway._frames import PING, text_frame
 from gateway._hub import SLOW_CONSUMER, Hub
-from gateway._limits import Counts, KeyedBuckets, TokenBucket
+from gateway._limits import Counts, KeyedBuckets, OrderRate, TokenBucket
 from gateway._listener import Listener
+from gateway._order_entry import OrderEntry
 from gateway._protocol import (
     ErrorCode,
+    OrderRequest,
     Ping,
     ProtocolError,
+    Request,
     Stream,
     Subscribe,
     Subscriptions,
+    Unsubscribe,
     channel_of,
     error_reply,
-    normalize_symbol,
     parse_request,
     reply,
 )
+from gateway._runtime import EngineRuntime
+from gateway._schema import normalize_symbol
 from gateway._stats import Stats
 from gateway._transport import CoalescingStream
 
@@ -97,7 +102,8 @@ class Connection:
     # Thousands of these live at once: slots instead of a __dict__ save ~1 KiB each.
     __slots__ = (
         "_bucket", "_closing", "_farewell", "_hub", "_identity",
-        "_max_refused", "_refused_in_a_row", "_scope", "_sending", "_settings", "_stats",
+        "_max_refused", "_order_entry", "_order_rate", "_refused_in_a_row", "_room",
+        "_runtime", "_scope", "_sending", "_settings", "_stats",
         "_symbols", "_transport", "_ws", "deflate_window_bits", "subscriptions", "user_id",
     )
 
@@ -109,12 +115,18 @@ class Connection:
         transport: CoalescingStream,
         deflate_window_bits: int = 0,
         hub: Hub,
+        runtime: EngineRuntime,
+        order_rate: OrderRate,
         settings: WebSocketSettings,
         limits: LimitSettings,
         stats: Stats,
         symbols: Collection[str],
     ) -> None:
         self._ws = ws
+        self._runtime = runtime
+        self._order_rate = order_rate
+        self._order_entry: OrderEntry | None = None  # made on the first order request
+        self._room: trio.Event | None = None  # the reader waits on it while order entry is full
         self._transport = transport
         self.deflate_window_bits = deflate_window_bits
         """permessage-deflate's server window agreed with this client; 0: not compressed."""
@@ -214,6 +226,21 @@ class Connection:
                 self._scope.cancel()
                 return
             now = trio.current_time()
+            size = len(message) if isinstance(message, bytes) else len(message.encode())
+            if size > limit * _HARD_SIZE_FACTOR:
+                self.close_soon(MESSAGE_TOO_BIG, "message too big")
+                return
+            request: Request | ProtocolError | None = None
+            if size <= limit:
+                try:
+                    request = parse_request(message, symbols=self._symbols)
+                except ProtocolError as error:
+                    request = error
+            if isinstance(request, OrderRequest):
+                # Order entry has its own budget, per user (OrderRate), not the
+                # per-connection message rate of control messages.
+                await self._enter_order(request, now)
+                continue
             if not self._bucket.take(now):
                 self._stats.messages_rate_limited += 1
                 self._refused_in_a_row += 1
@@ -223,24 +250,43 @@ class Connection:
                 self._refuse(ProtocolError(ErrorCode.RATE_LIMITED, "too many messages; slow down"))
                 continue
             self._refused_in_a_row = 0
-            size = len(message) if isinstance(message, bytes) else len(message.encode())
-            if size > limit * _HARD_SIZE_FACTOR:
-                self.close_soon(MESSAGE_TOO_BIG, "message too big")
-                return
-            if size > limit:
+            if request is None:
                 self._refuse(ProtocolError(
                     ErrorCode.MESSAGE_TOO_LARGE, f"messages are limited to {limit} bytes"))
                 continue
-            self._handle(message)
+            self._handle(request)
 
-    def _handle(self, message: str | bytes) -> None:
+    async def _enter_order(self, request: OrderRequest, now: float) -> None:
+        """Hand an order request to order entry; wait while its replies are all pending."""
+        entry = self._order_entry
+        if entry is None:
+            entry = self._order_entry = OrderEntry(
+                user_id=self.user_id, runtime=self._runtime, rate=self._order_rate,
+                stats=self._stats, send=self._send_reply, room=self._wake_reader,
+                max_in_flight=self._settings.max_orders_in_flight,
+            )
+        entry.handle(request, now)
+        while entry.full:
+            self._room = trio.Event()
+            await self._room.wait()
+
+    def _send_reply(self, frame: bytes) -> None:
+        if not self.offer(frame):
+            self.close_soon(SLOW_CONSUMER, "slow consumer")
+
+    def _wake_reader(self) -> None:
+        if self._room is not None:
+            self._room.set()
+
+    def _handle(self, request: Request | ProtocolError) -> None:
         try:
-            request = parse_request(message, symbols=self._symbols)
+            if isinstance(request, ProtocolError):
+                raise request
             if isinstance(request, Ping):
                 self.offer(_frame(reply("pong", request.request_id)))
             elif isinstance(request, Subscribe):
                 self._subscribe(request.stream, request.symbol, request.request_id)
-            else:
+            elif isinstance(request, Unsubscribe):
                 channel = channel_of(request.stream, request.symbol, self.user_id,
                                      request.request_id)
                 self.subscriptions.remove(channel, request.request_id)
@@ -354,6 +400,8 @@ class WebSocketGateway:
         self,
         hub: Hub,
         *,
+        runtime: EngineRuntime,
+        order_rate: OrderRate,
         settings: WebSocketSettings,
         limits: LimitSettings,
         verifier: TokenVerifier,
@@ -361,6 +409,8 @@ class WebSocketGateway:
         symbols: Collection[str],
     ) -> None:
         self._hub = hub
+        self._runtime = runtime
+        self._order_rate = order_rate
         self._settings = settings
         self._limits = limits
         self._origins = frozenset(limits.allowed_origins)
@@ -501,8 +551,9 @@ class WebSocketGateway:
             connection = Connection(
                 ws, identity, transport=transport,
                 deflate_window_bits=0 if deflate is None else deflate.window_bits,
-                hub=self._hub, settings=self._settings, limits=self._limits,
-                stats=self._stats, symbols=self._symbols,
+                hub=self._hub, runtime=self._runtime, order_rate=self._order_rate,
+                settings=self._settings, limits=self._limits, stats=self._stats,
+                symbols=self._symbols,
             )
             self._connections.add(connection)
             self._stats.connections += 1

@@ -227,7 +227,7 @@ async def test_subscriptions_per_connection(start_gateway, ws_connect):
         await client.subscribe("orderbook", "BTC/USDT")
         error = await client.request(action="subscribe", stream="depth", symbol="ETH/USDT", id=7)
         assert error == {"type": "error", "id": 7, "code": "too_many_subscriptions",
-                         "message": "at most 2 subscriptions per connection"}
+                         "message": "at most 2 subscriptions per connection", "field": None}
         await client.unsubscribe("trades")
         await client.subscribe("depth", "ETH/USDT")
         report = await stats(gateway)

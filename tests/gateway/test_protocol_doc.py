@@ -101,6 +101,17 @@ async def test_every_protocol_example_matches_a_live_message(gateway, http, toke
         real["orderbook_update"] = await next_of(general, "orderbook_update")
         real["depth_update"] = await next_of(general, "depth_update")
 
+        async with ws_connect(f"{url}/ws?token={token('alice')}") as trader:
+            order = {"symbol": "BTC/USDT", "side": "buy", "price": "40000.00",
+                     "quantity": "0.01", "client_order_id": "my-42"}
+            await trader.send_message(json.dumps({"action": "place", "id": 7, "order": order}))
+            real["ws_placed"] = await next_of(trader, "placed")
+            await trader.send_message(json.dumps({"action": "place", "id": 8, "order": {
+                **order, "price": "100.00", "client_order_id": None}}))
+            real["ws_order_error"] = await next_of(trader, "error")
+            await trader.send_message(json.dumps({"action": "cancel_all", "id": 10}))
+            real["ws_all_cancelled"] = await next_of(trader, "all_cancelled")
+
         await general.send_message(json.dumps({"action": "ping", "id": 3}))
         real["pong"] = await next_of(general, "pong")
         await general.send_message(json.dumps({"action": "subscribe", "stream": "x", "id": 4}))

@@ -85,7 +85,9 @@ def test_parse_errors_carry_code_and_id(text, code, request_id):
     assert error.value.code is code
     assert error.value.request_id == request_id
     assert error_reply(error.value) == {"type": "error", "id": request_id, "code": str(code),
-                                        "message": error.value.message}
+                                        "message": error.value.message,
+                                        "field": "symbol" if code is ErrorCode.UNKNOWN_SYMBOL
+                                        else None}
 
 
 @given(st.binary(max_size=200))

@@ -245,8 +245,8 @@ async def test_ping_echoes_id_of_every_kind(gateway):
         assert await client.receive() == {"type": "pong", "id": None}
 
 
-def error(code, request_id=None):
-    return {"type": "error", "id": request_id, "code": code}
+def error(code, request_id=None, field=None):
+    return {"type": "error", "id": request_id, "code": code, "field": field}
 
 
 @pytest.mark.parametrize(("message", "expected"), [
@@ -269,9 +269,9 @@ def error(code, request_id=None):
     ({"action": "subscribe", "stream": "depth", "id": "d"}, error("missing_symbol", "d")),
     ({"action": "unsubscribe", "stream": "orderbook", "id": 6}, error("missing_symbol", 6)),
     ({"action": "subscribe", "stream": "trades", "symbol": "DOGE/USDT", "id": 7},
-     error("unknown_symbol", 7)),
+     error("unknown_symbol", 7, "symbol")),
     ({"action": "subscribe", "stream": "orderbook", "symbol": 42, "id": 8},
-     error("unknown_symbol", 8)),
+     error("unknown_symbol", 8, "symbol")),
     ({"action": "subscribe", "stream": "orders", "id": 9}, error("unauthorized", 9)),
     ({"action": "unsubscribe", "stream": "trades", "id": 10}, error("not_subscribed", 10)),
 ])
