@@ -69,12 +69,12 @@ class Recorder(trio.abc.Stream):
 
 @asynccontextmanager
 async def server_and_raw_client(
-    headers: list[tuple[bytes, bytes]] | None = None, request_head: bytes | None = None,
+    headers: list[tuple[bytes, bytes]] | None = None,
 ) -> AsyncIterator[tuple[WebSocketRequest, Recorder, trio.SocketStream]]:
     """A trio-websocket server request on a recorded socket, and the raw client socket."""
     left, right = trio.socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     server, client = Recorder(trio.SocketStream(left)), trio.SocketStream(right)
-    head = request_head or (
+    head = (
         b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
         b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
         + b"".join(name + b": " + value + b"\r\n" for name, value in headers or []) + b"\r\n")
