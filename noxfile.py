@@ -66,6 +66,20 @@ def bench_engine(session: nox.Session) -> None:
     session.run("python", "-m", "bench.engine", *session.posargs)
 
 
+@nox.session(python=_bench_python())
+def bench_order_entry(session: nox.Session) -> None:
+    """Acked orders/s and ack latency: our REST and WebSocket, matching-engine, bare ASGI.
+
+    See bench/README.md, "Order entry". Python 3.12 for matching-engine 0.1.1 (its
+    ``gateway`` extra brings uvicorn, httptools and FastAPI). Not part of the default
+    sessions; ~10 minutes. Writes bench/results/order_entry.json and order_entry.png.
+    Arguments after ``--`` go to the benchmark, e.g. ``nox -s bench_order_entry --
+    --connections 64 --rounds 1`` or ``-- --pipeline 8``.
+    """
+    session.install(".", "matching-engine[gateway]==0.1.1", "matplotlib>=3.11", "hypercorn")
+    session.run("python", "-m", "bench.order_entry", *session.posargs)
+
+
 @nox.session(python=PYTHON)
 def bench_journal(session: nox.Session) -> None:
     """Commands/s through engine + journal per fsync policy; see bench/README.md, "Journal".
@@ -76,6 +90,17 @@ def bench_journal(session: nox.Session) -> None:
     """
     session.install(".")
     session.run("python", "-m", "bench.journal", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def bench_deflate(session: nox.Session) -> None:
+    """permessage-deflate: CPU per delivery and bytes saved; see bench/README.md.
+
+    Writes bench/results/deflate.json. Arguments after ``--`` go to the benchmark,
+    e.g. ``nox -s bench_deflate -- --subscribers 1000`` or ``-- --rounds 5``.
+    """
+    session.install(".")
+    session.run("python", "-m", "bench.deflate", *session.posargs)
 
 
 @nox.session(python=PYTHON)

@@ -8,6 +8,10 @@ Rules of this module:
   way (every client is on loopback), sets the ping interval, and asks for
   ``published_ns`` with ``[websocket] publish_timestamps = true``.
 * The baseline runs as ``python -m bench.baseline_server``.
+* For the order entry benchmark (``bench.order_entry``): the bare ASGI ceiling runs
+  as ``python -m bench.bare_asgi``, and matching-engine 0.1.1 as its own
+  ``matching-engine serve`` (uvicorn + httptools) with ``ME_DATA_DIR`` in the
+  temporary directory and every other setting at its default (fsync on).
 * Both get the parent's RLIMIT_NOFILE, raised to the hard limit by
   :func:`raise_nofile` before anything is spawned.
 * :meth:`ServerProcess.stop` sends SIGINT, then SIGKILL after ``kill_after``
@@ -32,6 +36,8 @@ from typing import Any
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 _OURS_READY = re.compile(r"REST on http://[^:]+:(\d+)/api/v1, WebSocket on ws://[^:]+:(\d+)/ws")
 _BASELINE_READY = re.compile(r"baseline: WebSocket on ws://[^:]+:(\d+)/ws")
+_BARE_ASGI_READY = re.compile(r"bare-asgi: REST on http://[^:]+:(\d+)")
+_UVICORN_READY = re.compile(r"Uvicorn running on http://[^:]+:(\d+)")
 
 
 def raise_nofile() -> tuple[int, int]:
@@ -76,6 +82,7 @@ class ServerProcess:
         self.log_path = self.workdir / "server.log"
         self.proc: subprocess.Popen[bytes] | None = None
         self.ports: tuple[int, ...] = ()
+        self.env: dict[str, str] | None = None  # None: the parent's environment
 
     @property
     def pid(self) -> int:
@@ -85,7 +92,7 @@ class ServerProcess:
     def start(self, timeout: float = 30.0) -> None:
         with self.log_path.open("wb") as log:
             self.proc = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL)
+                                         stdin=subprocess.DEVNULL, env=self.env)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             match = self.ready.search(self.log_path.read_text(errors="replace"))
@@ -185,4 +192,37 @@ class BaselineServer(ServerProcess):
 
     @property
     def ws_port(self) -> int:
+        return self.ports[0]
+
+
+class BareAsgiServer(ServerProcess):
+    """``python -m bench.bare_asgi``: hypercorn's trio worker answering every request."""
+
+    def __init__(self) -> None:
+        super().__init__(_BARE_ASGI_READY, prefix="bench-bare-asgi-")
+        self.argv = [sys.executable, "-m", "bench.bare_asgi", "--port", "0"]
+
+    @property
+    def rest_port(self) -> int:
+        return self.ports[0]
+
+
+class MatchingEngineServer(ServerProcess):
+    """``matching-engine serve`` (PyPI ``matching-engine[gateway]``) on port 0, defaults kept.
+
+    Its settings come from ``ME_*`` variables; only ``ME_DATA_DIR`` is set (to the
+    temporary directory), so ``ME_FSYNC`` keeps its default ``1`` (group commit, one
+    fsync per batch) and ``ME_BATCH_MAX`` its 512.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(_UVICORN_READY, prefix="bench-matching-engine-")
+        script = Path(sys.executable).with_name("matching-engine")
+        command = [str(script)] if script.exists() else [sys.executable, "-m", "matching_engine"]
+        self.argv = [*command, "serve", "--host", "127.0.0.1", "--port", "0"]
+        self.env = {key: value for key, value in os.environ.items()
+                    if not key.startswith("ME_")} | {"ME_DATA_DIR": str(self.workdir / "data")}
+
+    @property
+    def rest_port(self) -> int:
         return self.ports[0]

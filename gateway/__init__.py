@@ -6,13 +6,16 @@ is a thin command line over it. The modules behind this surface are private:
 * ``_config``: the typed configuration and its loaders.
 * ``_runtime``: the engine task (the one owner of the engine).
 * ``_journal``: the write-ahead journal on disk, snapshots, recovery.
+* ``_datadir``: one server per journal (a ``flock`` on its ``LOCK`` file).
 * ``_hub``: subscriptions and the per-stream fan-out tasks.
-* ``_ws``: WebSocket listener and connections (reader, writer, heartbeat).
+* ``_ws``: WebSocket admission and connections (reader, writer, heartbeat).
+* ``_listener``, ``_handshake``: the WebSocket port's TCP side, and its answer to plain HTTP.
 * ``_rest``: the REST API.
 * ``_protocol``, ``_messages``: pure protocol and encoding, no I/O.
-* ``_transport``, ``_frames``: the socket writer under each connection, and frames.
+* ``_transport``, ``_frames``, ``_deflate``: the socket owner under each connection,
+  frames, and permessage-deflate.
 * ``_gc``: the cyclic garbage collector policy.
-* ``_auth``, ``_stats``, ``_server``, ``_cli``.
+* ``_auth``, ``_stats``, ``_server``, ``_cli`` (and ``_watch``, its ``watch`` command).
 """
 
 from gateway._auth import TokenVerifier as TokenVerifier
@@ -26,6 +29,7 @@ from gateway._config import JournalSettings as JournalSettings
 from gateway._config import LimitSettings as LimitSettings
 from gateway._config import WebSocketSettings as WebSocketSettings
 from gateway._config import load_config as load_config
+from gateway._datadir import DataDirectoryLocked as DataDirectoryLocked
 from gateway._journal import Fsync as Fsync
 from gateway._journal import JournalError as JournalError
 from gateway._journal import UnsupportedJournalFormat as UnsupportedJournalFormat
@@ -40,6 +44,7 @@ __all__ = [
     "Busy",
     "Config",
     "ConfigError",
+    "DataDirectoryLocked",
     "Endpoints",
     "EngineSettings",
     "Fsync",

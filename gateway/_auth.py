@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import os
 import secrets
+import shlex
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -78,13 +80,36 @@ class TokenVerifier:
                 audience=self.audience, options={"require": ["exp", "sub"]},
             )
         except jwt.ExpiredSignatureError:
-            raise AuthError("token expired") from None
+            raise AuthError(self._expired(token)) from None
         except jwt.PyJWTError as exc:
             raise AuthError(f"invalid token: {exc}") from None
         user = claims["sub"]
         if not isinstance(user, str) or not user or len(user) > 128:
             raise AuthError("invalid token: sub must be a non-empty string")
         return Identity(user, float(claims["exp"]))
+
+    def _expired(self, token: str) -> str:
+        """Why an expired token is refused, and how to get a new one.
+
+        The token is decoded again without the expiry check (the signature,
+        issuer and audience still checked), so that only a genuine token's
+        user and expiry are quoted back, and only to the client that sent it.
+        """
+        try:
+            claims = jwt.decode(
+                token, self.key, algorithms=[self.algorithm], issuer=self.issuer,
+                audience=self.audience, options={"require": ["exp", "sub"], "verify_exp": False},
+            )
+        except jwt.PyJWTError as exc:
+            return f"invalid token: {exc}"
+        expired = datetime.fromtimestamp(float(claims["exp"]), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        user = claims["sub"]
+        if not isinstance(user, str) or not user.isprintable() or not 0 < len(user) <= 128:
+            user = "USER"
+        if self.algorithm != "HS256":  # an RS256 key: someone else's issuer signs tokens
+            return f"token expired at {expired}; get a new one from the token issuer"
+        return (f"token expired at {expired}; get a new one with: "
+                f"trade-engine token --user {shlex.quote(user)}")
 
 
 def issue_token(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import signal
 import sys
 from collections.abc import Iterator, Sequence
@@ -19,12 +20,23 @@ from typing import Any
 
 import msgspec
 import trio
-from trio_websocket import ConnectionClosed, HandshakeError, open_websocket_url
 
 from gateway._auth import issue_token, load_or_create_secret
 from gateway._config import Config, ConfigError, load_config
-from gateway._journal import JournalError, UnsupportedJournalFormat, recover
+from gateway._datadir import DataDirectoryLocked
+from gateway._journal import (
+    JournalChanged,
+    JournalError,
+    UnsupportedJournalFormat,
+    journal_files,
+    read_journal,
+)
 from gateway._server import serve
+from gateway._watch import DEFAULT_URL, EXIT_STATUS, WatchUsageError, run_watch, stream_url
+
+
+class UsageError(Exception):
+    """A command line that cannot work; the message says what to give instead (exit 2)."""
 
 
 def _config(args: argparse.Namespace) -> Config:
@@ -38,10 +50,12 @@ async def _serve(config: Config) -> None:
     try:
         await _serve_until_signal(config)
     except BaseExceptionGroup as group:
-        # One meaningful error (a corrupt journal, a port in use) reaches the user
+        # One meaningful error (a corrupt journal, a port in use, a data directory
+        # another server owns) reaches the user
         # as itself, not wrapped in the nursery's exception group.
         leaves = list(_leaves(group))
-        if len(leaves) == 1 and isinstance(leaves[0], (JournalError, OSError)):
+        if len(leaves) == 1 and isinstance(
+                leaves[0], (JournalError, OSError, DataDirectoryLocked)):
             raise leaves[0] from None
         raise
 
@@ -75,36 +89,39 @@ def _token(args: argparse.Namespace) -> int:
         print("trade-engine: tokens are verified with an RS256 public key; "
               "sign them with the matching private key", file=sys.stderr)
         return 2
-    secret = config.auth.jwt_secret or load_or_create_secret(config.data_dir)
+    if args.ttl is not None and not (math.isfinite(args.ttl) and args.ttl >= 1):
+        raise UsageError(f"--ttl must be a number of seconds, 1 or more (e.g. --ttl 3600 for "
+                         f"an hour), got {args.ttl:g}")
     ttl = config.auth.token_ttl if args.ttl is None else args.ttl
+    secret = config.auth.jwt_secret or load_or_create_secret(config.data_dir)
     print(issue_token(secret, args.user, ttl=ttl, issuer=config.auth.issuer,
                       audience=config.auth.audience))
     return 0
 
 
-async def _watch(url: str, requests: list[str], limit: int | None) -> int:
-    try:
-        async with open_websocket_url(url) as ws:
-            for message in requests:
-                await ws.send_message(message)
-            seen = 0
-            while limit is None or seen < limit:
-                print(await ws.get_message(), flush=True)
-                seen += 1
-    except HandshakeError as exc:
-        print(f"trade-engine: {url}: {exc}", file=sys.stderr)
-        return 1
-    except ConnectionClosed as exc:
-        print(f"trade-engine: closed: {exc.reason}", file=sys.stderr)
-        return 1
-    except OSError as exc:
-        print(f"trade-engine: cannot connect to {url}: {exc.strerror}", file=sys.stderr)
-        return 1
-    return 0
+def _journal_directory(given: Path | None, config: Config) -> Path:
+    """The journal directory to read: ``given``, or the journal inside it, or the config's.
+
+    Raises:
+        UsageError: nothing there holds a journal; the message says where to look.
+    """
+    directory = config.journal_directory if given is None else given
+    where = ("the journal directory, by default <data dir>/journal "
+             f"(here {config.journal_directory})")
+    if not directory.is_dir():
+        problem = "does not exist" if not directory.exists() else "is not a directory"
+        raise UsageError(f"{directory} {problem}; give {where}")
+    if journal_files(directory):
+        return directory
+    if journal_files(directory / "journal"):
+        return directory / "journal"  # the data directory was given
+    raise UsageError(f"{directory} holds no journal (no journal-*.log or snapshot-*.bin, "
+                      f"nor a journal/ holding them); give {where}")
 
 
 def _journal(args: argparse.Namespace) -> int:
     config = _config(args)
+    directory = _journal_directory(args.directory, config)
     encode = msgspec.json.Encoder().encode
     events_out = args.journal_command == "replay" and args.events
 
@@ -115,28 +132,52 @@ def _journal(args: argparse.Namespace) -> int:
             sys.stdout.write(encode(line).decode() + "\n")
 
     try:
-        recovery = recover(
-            args.directory, config.markets, order_history=config.engine.order_history,
-            trade_history=config.engine.trade_history,
-            on_record=show if events_out else None, repair=False,
+        recovery = read_journal(
+            directory, config.markets, order_history=config.engine.order_history,
+            trade_history=config.engine.trade_history, on_record=show if events_out else None,
         )
     except UnsupportedJournalFormat as exc:
         print(f"trade-engine: journal format not supported: {exc}", file=sys.stderr)
+        return 1
+    except JournalChanged as exc:
+        print(f"trade-engine: {exc}", file=sys.stderr)
         return 1
     except JournalError as exc:
         print(f"trade-engine: journal is corrupt: {exc}", file=sys.stderr)
         return 1
     engine = recovery.engine
     report = sys.stderr if events_out else sys.stdout
+    print(f"journal: {directory}", file=report)
     if args.journal_command == "verify":
         print(f"snapshot seq: {recovery.snapshot_seq}", file=report)
         print(f"records: {recovery.records} ({recovery.replayed} after the snapshot)",
               file=report)
         for line in recovery.truncated:
-            print(f"torn tail (a restart truncates it): {line}", file=report)
+            print(f"torn tail (a write in progress if a server is running; else a restart "
+                  f"truncates it): {line}", file=report)
     print(f"last seq: {engine.last_seq}", file=report)
     print(f"state hash: {engine.state_hash()}", file=report)
     return 0
+
+
+SERVE_EXIT_STATUS = """\
+exit status:
+  0  stopped by SIGINT (Ctrl-C) or SIGTERM, after a graceful shutdown
+  2  could not start: a configuration error, a corrupt journal, a port in use,
+     or a data directory another trade-engine serve owns (its pid is named)"""
+
+JOURNAL_EXIT_STATUS = """\
+exit status:
+  0  the journal reads to the end (a torn tail is reported, never truncated)
+  1  the journal is corrupt or in an unsupported format (file and offset named)
+  2  the directory does not exist or holds no journal (nothing is created)"""
+
+WATCH_HELP = f"""\
+ENDPOINT is joined to --url: with the default --url, "trades" opens
+{DEFAULT_URL}/ws/trades; the banner's "ws://HOST:PORT/ws" as --url is the
+same as "ws://HOST:PORT".
+
+{EXIT_STATUS}"""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -149,7 +190,9 @@ def _parser() -> argparse.ArgumentParser:
         sub.add_argument("--config", type=Path, help="TOML configuration file")
         sub.add_argument("--data-dir", type=Path, help="data directory (secret, journal)")
 
-    run = commands.add_parser("serve", help="run the REST and WebSocket gateway")
+    run = commands.add_parser(
+        "serve", help="run the REST and WebSocket gateway",
+        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=SERVE_EXIT_STATUS)
     common(run)
     run.add_argument("--host", help="address to bind (default 127.0.0.1)")
     run.add_argument("--rest-port", type=int, help="REST port (default 8080; 0 picks one)")
@@ -158,12 +201,19 @@ def _parser() -> argparse.ArgumentParser:
     token = commands.add_parser("token", help="print a JWT for a user")
     common(token)
     token.add_argument("--user", required=True, help="the user id (the token's sub)")
-    token.add_argument("--ttl", type=float, help="validity in seconds (default: config)")
+    token.add_argument("--ttl", type=float,
+                       help="validity in seconds, 1 or more (default: auth.token_ttl, a day)")
 
-    watch = commands.add_parser("watch", help="print the messages of a WebSocket endpoint")
-    watch.add_argument("path", help="endpoint path, e.g. /ws/trades or /ws/orders")
-    watch.add_argument("--url", default="ws://127.0.0.1:8081", help="WebSocket base URL")
-    watch.add_argument("--token", help="JWT for private streams (sent as ?token=)")
+    watch = commands.add_parser(
+        "watch", help="print the messages of a WebSocket endpoint",
+        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=WATCH_HELP)
+    watch.add_argument("path", metavar="ENDPOINT",
+                       help="/ws/trades, ws/trades or trades (all the same), /ws/orders, "
+                            "/ws/markets/BTC-USDT, /ws; or a whole ws:// URL")
+    watch.add_argument("--url", default=DEFAULT_URL,
+                       help=f"the server's WebSocket URL (default {DEFAULT_URL}); the banner's "
+                            "ws://HOST:PORT/ws works too")
+    watch.add_argument("--token", help="JWT for private streams (sent as ?token=, never printed)")
     watch.add_argument("--send", action="append", default=[], metavar="JSON",
                        help="a message to send first, e.g. a subscribe request (repeatable)")
     watch.add_argument("--count", type=int, help="exit after this many messages")
@@ -171,14 +221,19 @@ def _parser() -> argparse.ArgumentParser:
     journal = commands.add_parser("journal", help="check or replay a journal directory")
     journal_commands = journal.add_subparsers(dest="journal_command", required=True)
     verify = journal_commands.add_parser(
-        "verify", help="check every record and the snapshot; print counts, last seq, hash")
+        "verify", help="check every record and the snapshot; print counts, last seq, hash",
+        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=JOURNAL_EXIT_STATUS)
     replay = journal_commands.add_parser(
-        "replay", help="rebuild the state; print the state hash (and the events)")
+        "replay", help="rebuild the state; print the state hash (and the events)",
+        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=JOURNAL_EXIT_STATUS)
     replay.add_argument("--events", action="store_true",
                         help="print every replayed event as a JSON line")
     for sub in (verify, replay):
         common(sub)
-        sub.add_argument("directory", type=Path, help="the journal directory")
+        sub.add_argument(
+            "directory", type=Path, nargs="?",
+            help="the journal directory, or the data directory holding it (default: the "
+                 "configuration's, <data dir>/journal); read only, safe beside a running server")
     return parser
 
 
@@ -192,17 +247,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "journal":
             return _journal(args)
         if args.command == "watch":
-            url = args.url.rstrip("/") + args.path
-            if args.token:
-                url += ("&" if "?" in url else "?") + "token=" + args.token
-            return trio.run(_watch, url, args.send, args.count)
+            url = stream_url(args.url, args.path, args.token)
+            return run_watch(url, args.token, args.send, args.count)
         trio.run(_serve, _config(args))
-    except (ConfigError, JournalError) as exc:
+    except (ConfigError, JournalError, UsageError, WatchUsageError) as exc:
         print(f"trade-engine: {exc}", file=sys.stderr)
         return 2
-    except OSError as exc:
+    except (OSError, DataDirectoryLocked) as exc:
         print(f"trade-engine: cannot start: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # the journal tools; watch and serve handle SIGINT themselves
+        return 130
     return 0
 
 

@@ -74,6 +74,9 @@ class WebSocketSettings:
     """Subscriptions one connection may hold."""
     depth_levels: int = attrs.field(default=10, validator=_positive)
     """Levels per side in the depth stream's snapshot and checksum."""
+    compression: bool = True
+    """Agree to permessage-deflate (RFC 7692) when a client offers it, as browsers do;
+    each stream message is then compressed once for all such clients."""
     max_orders_in_flight: int = attrs.field(default=256, validator=_positive)
     """Order-entry requests of one connection waiting for their reply; past it the
     server stops reading that connection until replies go out (back-pressure)."""

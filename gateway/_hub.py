@@ -10,12 +10,19 @@ Rules of this module:
   frame, and handed to each subscriber with :meth:`Subscriber.offer`, which
   never blocks. A subscriber whose queue is
   full is told to close as a slow consumer; nobody else waits for it.
+* permessage-deflate: a message is compressed at most once per window size
+  (in practice once: browsers leave the server's window at 15), lazily, when
+  the first subscriber that agreed to it is reached; the same compressed frame
+  then serves every such subscriber. Never per subscriber.
 * The hub owns the subscription registry and the depth books. Connection
   tasks change the registry through :meth:`Hub.subscribe` and
   :meth:`Hub.unsubscribe`, which run to completion without a checkpoint, so
-  a subscriber always sees ``subscribed`` (and a depth snapshot) before the
-  first message of the channel, and the snapshot is exactly the state that
-  the next update applies to.
+  a subscriber always sees ``subscribed`` (and a depth or top-of-book
+  snapshot) before the first message of the channel, and the snapshot is
+  exactly the state that the next update applies to. The top of book comes
+  from the last ``TopOfBookChanged`` the orderbook task handled (from the
+  depth book loaded before :meth:`Hub.run` until the first one), so its
+  ``seq`` and the next update's are consecutive.
 """
 
 from __future__ import annotations
@@ -42,7 +49,8 @@ from engine import (
     TradeExecuted,
 )
 from gateway import _messages as messages
-from gateway._frames import text_frame
+from gateway._deflate import MessageDeflater
+from gateway._frames import deflated_text_frame, text_frame
 from gateway._protocol import Channel, Stream
 from gateway._stats import Stats
 
@@ -58,6 +66,9 @@ _ORDER_EVENTS = (OrderAccepted, OrderFilled, OrderCancelled, OrderAmended, Order
 
 
 class Subscriber(Protocol):
+    deflate_window_bits: int
+    """permessage-deflate's server window agreed with this subscriber; 0: plain frames."""
+
     def offer(self, frames: bytes, count: int = 1) -> bool:
         """Send or queue ``count`` whole WebSocket frames without blocking.
 
@@ -98,9 +109,12 @@ class Hub:
         self._public_ids = public_trade_user_ids
         self._stamp = publish_timestamps
         self._stats = stats
-        self._subscribers: dict[Channel, dict[Subscriber, None]] = {}
+        # Each channel's subscribers, with the deflate window of each (0: plain).
+        self._subscribers: dict[Channel, dict[Subscriber, int]] = {}
         self._seq: dict[Channel, int] = {}
-        self._outbox: dict[Channel, list[bytes]] = {}  # frames of the batch being fanned out
+        self._outbox: dict[Channel, list[bytes]] = {}  # payloads of the batch being fanned out
+        self._deflaters: dict[int, MessageDeflater] = {}  # by window bits, made when first needed
+        self._tops: dict[str, TopOfBookChanged] = {}  # the orderbook stream's view, by symbol
         self.depth = {s: messages.DepthBook(spec, depth_levels) for s, spec in markets.items()}
         self._inputs: dict[Stream, trio.MemorySendChannel[Batch]] = {}
         self._outputs: dict[Stream, trio.MemoryReceiveChannel[Batch]] = {}
@@ -112,6 +126,8 @@ class Hub:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Run the four fan-out tasks until cancelled."""
+        for symbol in self.depth:  # the books loaded (after recovery) before any event
+            self._tops[symbol] = self._top_from_depth(symbol)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._fan_out, Stream.ORDERS, self._orders)
             nursery.start_soon(self._fan_out, Stream.TRADES, self._trades)
@@ -171,6 +187,7 @@ class Hub:
 
     def _orderbook(self, batch: Batch) -> None:
         for event in batch:
+            self._tops[event.symbol] = event  # always: the next subscriber's snapshot
             channel = (Stream.ORDERBOOK, event.symbol)
             if channel in self._subscribers:
                 spec = self._markets[event.symbol]
@@ -193,15 +210,15 @@ class Hub:
         self._send(channel, message)
 
     def _send(self, channel: Channel, message: dict[str, Any]) -> None:
-        """Encode once into the channel's outbox; :meth:`_flush` hands it out."""
+        """Encode once into the channel's outbox; :meth:`_flush` frames and hands it out."""
         if self._stamp:
             message["published_ns"] = time.monotonic_ns()
-        frame = text_frame(_encode(message))
-        frames = self._outbox.get(channel)
-        if frames is None:
-            self._outbox[channel] = [frame]
+        payload = _encode(message)
+        payloads = self._outbox.get(channel)
+        if payloads is None:
+            self._outbox[channel] = [payload]
         else:
-            frames.append(frame)
+            payloads.append(payload)
 
     def _flush(self) -> None:
         """Give each subscriber its channels' frames of the batch, in one piece each.
@@ -210,41 +227,80 @@ class Hub:
         so the subscribers are exactly those the sequence numbers were counted for.
         """
         stats = self._stats
-        for channel, frames in self._outbox.items():
-            count = len(frames)
-            data = frames[0] if count == 1 else b"".join(frames)
+        for channel, payloads in self._outbox.items():
+            count = len(payloads)
+            plain = text_frame(payloads[0]) if count == 1 else b"".join(map(text_frame, payloads))
+            compressed: dict[int, bytes] | None = None  # by window bits, built when first needed
             subscribers = self._subscribers.get(channel, {})
-            for subscriber in subscribers:
+            for subscriber, bits in subscribers.items():
+                if bits:
+                    if compressed is None:
+                        compressed = {}
+                    data = compressed.get(bits)
+                    if data is None:
+                        data = compressed[bits] = self._compress(payloads, bits)
+                else:
+                    data = plain
                 if not subscriber.offer(data, count):
                     stats.messages_dropped += count
                     subscriber.close_soon(SLOW_CONSUMER, "slow consumer")
             stats.messages_sent[channel[0]] += count * len(subscribers)
         self._outbox.clear()
 
+    def _compress(self, payloads: list[bytes], bits: int) -> bytes:
+        """The frames of ``payloads`` for permessage-deflate clients with window ``bits``."""
+        deflater = self._deflaters.get(bits)
+        if deflater is None:
+            deflater = self._deflaters[bits] = MessageDeflater(bits)
+        self._stats.messages_compressed += len(payloads)
+        frames = []
+        for payload in payloads:
+            data = deflater.compress(payload)
+            frames.append(text_frame(payload) if data is None else deflated_text_frame(data))
+        return frames[0] if len(frames) == 1 else b"".join(frames)
+
+    def _frame(self, message: dict[str, Any], bits: int) -> bytes:
+        """One message's frame for one subscriber (replies and snapshots)."""
+        payload = _encode(message)
+        return self._compress([payload], bits) if bits else text_frame(payload)
+
+    def _top_from_depth(self, symbol: str) -> TopOfBookChanged:
+        book = self.depth[symbol]
+        bids, asks = book.top(Side.BUY, 1), book.top(Side.SELL, 1)
+        return TopOfBookChanged(
+            seq=0, ts=0, symbol=symbol,
+            bid_price=bids[0][0] if bids else None, bid_quantity=bids[0][1] if bids else 0,
+            ask_price=asks[0][0] if asks else None, ask_quantity=asks[0][1] if asks else 0)
+
     # ------------------------------------------------- the registry (sync)
 
     def subscribe(self, subscriber: Subscriber, channel: Channel, request_id: Any) -> None:
-        """Register and queue the ``subscribed`` reply (and a depth snapshot) atomically."""
+        """Register and queue ``subscribed`` and the snapshot (depth, top of book) atomically."""
         subscribers = self._subscribers.get(channel)
         stream, key = channel
         if subscribers is None:
             subscribers = self._subscribers[channel] = {}
             if stream is not Stream.DEPTH:  # a depth channel counts with its DepthBook
                 self._seq[channel] = 0
+        bits = subscriber.deflate_window_bits
         reply: dict[str, Any] = {"type": "subscribed", "id": request_id, "stream": stream}
         if stream is not Stream.ORDERS:
             reply["symbol"] = key
+        snapshot: dict[str, Any] | None = None
         if stream is Stream.DEPTH:
             assert key is not None
             book = self.depth[key]
             reply["seq"] = book.seq
-            ok = subscriber.offer(text_frame(_encode(reply))) and subscriber.offer(
-                text_frame(_encode(book.snapshot()))
-            )
+            snapshot = book.snapshot()
         else:
             reply["seq"] = self._seq[channel]
-            ok = subscriber.offer(text_frame(_encode(reply)))
-        subscribers[subscriber] = None
+        if stream is Stream.ORDERBOOK:
+            assert key is not None
+            top = self._tops.get(key) or self._top_from_depth(key)  # before run(): the book
+            snapshot = messages.orderbook_snapshot(top, self._markets[key], reply["seq"])
+        ok = subscriber.offer(text_frame(_encode(reply))) and (
+            snapshot is None or subscriber.offer(self._frame(snapshot, bits)))
+        subscribers[subscriber] = bits
         if not ok:
             subscriber.close_soon(SLOW_CONSUMER, "slow consumer")
 

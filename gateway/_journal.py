@@ -20,7 +20,10 @@ reasoning in ``docs/durability.md``):
   record, or zero-filled from inside it) is truncated with a warning; damage
   anywhere else, a torn tail in an older segment, or a segment of another
   format version stops start-up with :class:`JournalError` naming the file
-  and the offset, leaving the files untouched.
+  and the offset, leaving the files untouched. With ``repair=False`` (the
+  read-only tools, which run beside a live server) it writes nothing at all.
+* One writer per directory: :func:`gateway.serve` holds the ``LOCK`` file in it
+  (``_datadir``) from before :func:`recover` until the writer is closed.
 """
 
 from __future__ import annotations
@@ -62,6 +65,10 @@ class JournalError(Exception):
 
 class UnsupportedJournalFormat(JournalError):
     """The journal is in a format this version does not read: another version wrote it."""
+
+
+class JournalChanged(JournalError):
+    """A running server changed the journal's files while :func:`read_journal` read them."""
 
 
 def segment_path(directory: Path, first_seq: int) -> Path:
@@ -116,16 +123,19 @@ def recover(
     """Rebuild the engine from ``directory``: snapshot, then the journal tail.
 
     Args:
-        directory: the journal directory (created when missing).
+        directory: the journal directory (created when missing, unless ``repair``
+            is False: then a missing directory reads as an empty journal).
         markets: the markets of a fresh engine (a snapshot brings its own).
         on_record: called with each replayed record and its events.
-        repair: truncate a torn tail (False: leave the files untouched).
+        repair: truncate a torn tail (False: read only, never write, create or
+            truncate anything, as the read-only tools beside a running server must).
 
     Raises:
         JournalError: corruption before the tail, a gap in the sequence, a bad
             snapshot; the message names the file and the offset.
     """
-    directory.mkdir(parents=True, exist_ok=True)
+    if repair:
+        directory.mkdir(parents=True, exist_ok=True)
     engine: Engine | None = None
     snapshot_seq = 0
     found = snapshots(directory)
@@ -188,6 +198,59 @@ def recover(
     for line in truncated:
         log.warning("journal recovery: %s", line)
     return Recovery(engine, snapshot_seq, records, replayed, tuple(truncated))
+
+
+def journal_files(directory: Path) -> tuple[str, ...]:
+    """The names of the snapshots and segments in ``directory``, in order."""
+    return tuple(path.name for path in (*snapshots(directory), *segments(directory)))
+
+
+def read_journal(
+    directory: Path,
+    markets: Iterable[MarketSpec],
+    *,
+    order_history: int = 100_000,
+    trade_history: int = 1_000,
+    on_record: Callable[[Record, list[object]], None] | None = None,
+    attempts: int = 5,
+) -> Recovery:
+    """:func:`recover` read-only, and consistent while a server writes the journal.
+
+    A running server may write a snapshot and delete the files it covers during
+    the read: a file vanishes, or the snapshot and the segments read come from
+    two moments (which looks like a sequence gap). File names carry sequence
+    numbers and are never reused, so an unchanged list of names before and after
+    a read proves it saw one state; when it changed, the read starts again, unless
+    ``on_record`` has already seen records (then the error says to run it again).
+
+    Raises:
+        JournalError: as :func:`recover`, or the directory kept changing.
+    """
+    for attempt in range(attempts):
+        before = journal_files(directory)
+        seen = 0
+
+        def counting(record: Record, events: list[object]) -> None:
+            nonlocal seen
+            seen += 1
+            assert on_record is not None
+            on_record(record, events)
+
+        try:
+            return recover(
+                directory, markets, order_history=order_history, trade_history=trade_history,
+                on_record=None if on_record is None else counting, repair=False,
+            )
+        except (JournalError, FileNotFoundError) as exc:
+            if journal_files(directory) == before:
+                if isinstance(exc, FileNotFoundError):
+                    raise JournalError(f"{exc.filename}: vanished while being read") from None
+                raise
+            if seen or attempt == attempts - 1:
+                raise JournalChanged(
+                    f"{directory}: a running server wrote a snapshot and deleted the files it "
+                    "covers while they were read; run the command again") from None
+    raise AssertionError("unreachable")
 
 
 class JournalWriter:

@@ -6,9 +6,11 @@ Rules of this module:
   command waiting in its channel as one batch, stamps each with the next
   sequence number and the wall-clock time, appends the batch to the journal
   (write-ahead: one write and, per the fsync policy, one fsync for the whole
-  batch), and only then applies the commands, hands the batch's events to
-  the fan-out (in one go) and answers the submitters. Nothing reaches a client or a stream
-  before it is durable, and the engine never holds a command the journal lacks.
+  batch), and only then applies the commands, telling each submitter right
+  after its own command (so that an answer shows the order as that command
+  left it), and hands the batch's events to the fan-out in one go. Nothing
+  reaches a client or a stream before it is durable, and the engine never
+  holds a command the journal lacks.
 * Other tasks read the engine (queries are synchronous and never mutate).
 * The command channel is bounded (``engine.command_queue_size``). When it is
   full, :meth:`EngineRuntime.submit` raises :class:`Busy` at once.
@@ -52,7 +54,9 @@ class Unavailable(Exception):
 Done = Callable[[list[Event], Exception | None], None]
 """Told a command's events (or the error that kept it out of the engine) once it is durable.
 
-Called in the engine task: it must not block, and should be quick."""
+Called in the engine task right after the command was applied, before the next
+command of its batch: the engine's state is then exactly what this command left.
+It must not block, and should be quick."""
 
 
 class _Pending:
@@ -158,11 +162,12 @@ class EngineRuntime:
                         stats.commands_rejected += 1
                     published += events
                     pending.events = events
-                # One hand-over per batch, not per command: under load that is one
-                # task switch for hundreds of commands. Answers go out only after.
-                await self._hub.publish(published)
-                for pending in batch:
+                    # Told now, before the next command of the batch: a reply then shows
+                    # the order exactly as its own command left it.
                     pending.finish()
+                # One hand-over per batch, not per command: under load that is one
+                # task switch for hundreds of commands.
+                await self._hub.publish(published)
                 if self._snapshot_every and (
                     engine.last_seq - self._last_snapshot >= self._snapshot_every
                 ):

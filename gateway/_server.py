@@ -1,7 +1,8 @@
 """Wiring: the engine task, the fan-out tasks and both listeners in one nursery.
 
 Rules of this module: :func:`serve` is the whole server as one trio task
-tree. It recovers the engine from the journal, then starts, in order, the
+tree. It takes the journal's lock (``_datadir``: held until the journal is
+closed), recovers the engine from the journal, then starts, in order, the
 garbage-collector policy task, the fan-out tasks, the engine task, the REST
 listener (hypercorn) and the WebSocket listener (trio-websocket), then reports
 a :class:`Gateway` handle through ``task_status``. It returns when cancelled,
@@ -12,6 +13,7 @@ most ``shutdown_grace_period`` seconds later).
 from __future__ import annotations
 
 import logging
+from functools import partial
 
 import attrs
 import trio
@@ -21,6 +23,7 @@ from hypercorn.trio import serve as serve_http
 from engine import Command, Engine, Event
 from gateway._auth import TokenVerifier
 from gateway._config import Config
+from gateway._datadir import lock_for
 from gateway._gc import tame_cyclic_gc
 from gateway._hub import Hub
 from gateway._journal import JournalWriter, recover
@@ -102,7 +105,15 @@ async def serve(
     Args:
         config: the configuration; ``load_config`` builds one from a file.
         task_status: receives the :class:`Gateway` once both listeners accept.
+
+    Raises:
+        DataDirectoryLocked: another server owns the journal (see ``_datadir``).
     """
+    with lock_for(config):  # before the journal is read, until it is closed
+        await _serve(config, task_status)
+
+
+async def _serve(config: Config, task_status: trio.TaskStatus[Gateway]) -> None:
     stats = Stats()
     journal: JournalWriter | None = None
     if config.journal.enabled:
@@ -179,8 +190,10 @@ async def serve(
                 task_status=task_status,
             )
         )
-        ws_port = await nursery.start(ws.serve, config.host, config.ws_port)
-        gateway = Gateway(runtime, ws, stats, Endpoints(config.host, _bound_port(binds), ws_port))
+        rest_port = _bound_port(binds)  # named to plain HTTP requests on the WebSocket port
+        ws_port = await nursery.start(
+            partial(ws.serve, rest_port=rest_port), config.host, config.ws_port)
+        gateway = Gateway(runtime, ws, stats, Endpoints(config.host, rest_port, ws_port))
         log.info("REST on %s, WebSocket on %s", gateway.endpoints.rest_url,
                  gateway.endpoints.ws_url)
         task_status.started(gateway)

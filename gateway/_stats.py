@@ -24,6 +24,7 @@ class Stats:
     connections_total: int = 0
     messages_sent: Counter[str] = attrs.field(factory=Counter)  # by stream
     messages_dropped: int = 0
+    messages_compressed: int = 0  # permessage-deflate: once per message and window size
     slow_consumer_disconnects: int = 0
     heartbeat_timeouts: int = 0
     protocol_errors: int = 0
@@ -47,6 +48,7 @@ class Stats:
             "messages_sent": dict(self.messages_sent),
             "messages_sent_total": sum(self.messages_sent.values()),
             "messages_dropped": self.messages_dropped,
+            "messages_compressed": self.messages_compressed,
             "slow_consumer_disconnects": self.slow_consumer_disconnects,
             "heartbeat_timeouts": self.heartbeat_timeouts,
             "protocol_errors": self.protocol_errors,
@@ -94,6 +96,8 @@ class _StatsCollector(Collector):
             ("ws_connections_opened", "WebSocket connections accepted.", s.connections_total),
             ("ws_messages_dropped", "Messages not delivered to a closing client.",
              s.messages_dropped),
+            ("ws_messages_compressed", "Messages compressed once for all their "
+             "permessage-deflate subscribers.", s.messages_compressed),
             ("ws_slow_consumer_disconnects", "Clients closed with 4008.",
              s.slow_consumer_disconnects),
             ("ws_heartbeat_timeouts", "Clients closed with 4009.", s.heartbeat_timeouts),

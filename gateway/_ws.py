@@ -12,8 +12,15 @@ Rules of this module:
   them (``gateway/_transport.py``) and never waits. When the queue is full the
   connection is closed with 4008 (slow consumer); nobody waits for it.
 * Close codes: 1000 normal, 1001 server shutdown (after a ``shutdown``
-  message), 1009 message too big, 4003 token expired, 4008 slow consumer,
-  4009 heartbeat timeout, 4029 message rate limit.
+  message), 1002 protocol error, 1007 invalid data (UTF-8, compression), 1009
+  message too big, 4003 token expired, 4008 slow consumer, 4009 heartbeat
+  timeout, 4029 message rate limit. A protocol error always gets its close
+  frame before TCP closes (``CoalescingStream.finish``).
+* permessage-deflate (``gateway/_deflate.py``) is agreed before ``accept``:
+  the answer goes out as a response header (trio-websocket's public
+  ``extra_headers``), the transport inflates what the client compresses, and
+  the hub picks each subscriber's frame by ``deflate_window_bits``. wsproto is
+  never told: trio-websocket's ``accept`` passes it no extension.
 * Before accepting, the handshake checks, in order: the ``Origin`` list, the
   new-connection rate and the connection count of the client's IP, the token,
   the endpoint, and the connection count of the token's user.
@@ -33,13 +40,16 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import attrs
 import msgspec
 import trio
-from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest, serve_websocket
+from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest
 
 from gateway._auth import AuthError, Identity, TokenVerifier
 from gateway._config import LimitSettings, WebSocketSettings
+from gateway._deflate import HEADER as EXTENSIONS_HEADER
+from gateway._deflate import Inflater, negotiate
 from gateway._frames import PING, text_frame
 from gateway._hub import SLOW_CONSUMER, Hub
 from gateway._limits import Counts, KeyedBuckets, OrderRate, TokenBucket
+from gateway._listener import Listener
 from gateway._order_entry import OrderEntry
 from gateway._protocol import (
     ErrorCode,
@@ -59,7 +69,7 @@ from gateway._protocol import (
 from gateway._runtime import EngineRuntime
 from gateway._schema import normalize_symbol
 from gateway._stats import Stats
-from gateway._transport import adopt
+from gateway._transport import CoalescingStream
 
 log = logging.getLogger("trade_engine.gateway")
 
@@ -94,7 +104,7 @@ class Connection:
         "_bucket", "_closing", "_farewell", "_hub", "_identity",
         "_max_refused", "_order_entry", "_order_rate", "_refused_in_a_row", "_room",
         "_runtime", "_scope", "_sending", "_settings", "_stats",
-        "_symbols", "_transport", "_ws", "subscriptions", "user_id",
+        "_symbols", "_transport", "_ws", "deflate_window_bits", "subscriptions", "user_id",
     )
 
     def __init__(
@@ -102,6 +112,8 @@ class Connection:
         ws: WebSocketConnection,
         identity: Identity | None,
         *,
+        transport: CoalescingStream,
+        deflate_window_bits: int = 0,
         hub: Hub,
         runtime: EngineRuntime,
         order_rate: OrderRate,
@@ -115,7 +127,9 @@ class Connection:
         self._order_rate = order_rate
         self._order_entry: OrderEntry | None = None  # made on the first order request
         self._room: trio.Event | None = None  # the reader waits on it while order entry is full
-        self._transport = adopt(ws, max_pending=settings.send_queue_size)
+        self._transport = transport
+        self.deflate_window_bits = deflate_window_bits
+        """permessage-deflate's server window agreed with this client; 0: not compressed."""
         self._identity = identity
         self.user_id = None if identity is None else identity.user_id
         self._bucket = TokenBucket(limits.messages_per_second, limits.message_burst,
@@ -179,20 +193,29 @@ class Connection:
             await self._close()
 
     async def _close(self) -> None:
-        """Say goodbye with the close code; abort instead if a frame was torn."""
+        """Say goodbye with the close code, then close TCP; nothing after a torn frame.
+
+        When the client broke the protocol, trio-websocket recorded the close code
+        wsproto asked for (1002, 1007, 1009) without sending it: the transport's
+        ``finish`` sends it (see ``gateway/_transport.py``).
+        """
         code, reason = self._closing or (NORMAL_CLOSURE, "")
         transport = self._transport
         with trio.move_on_after(_CLOSE_TIMEOUT) as scope:
             scope.shield = True
-            if not transport.torn:
+            if not transport.torn:  # a close frame would land inside the torn frame
                 try:
                     if self._farewell is not None:
                         await transport.send_all(self._farewell)
                     await self._ws.aclose(code, reason)  # flushes what is queued first
                 except (ConnectionClosed, trio.BrokenResourceError, trio.ClosedResourceError):
                     pass
-            if transport.torn:  # a close frame would land inside the torn frame
-                await transport.aclose()
+            closed = self._ws.closed
+            if closed is None:
+                await transport.finish()
+            else:
+                await transport.finish(closed.code, closed.reason or "")
+        await transport.abort()  # when the close timed out
 
     async def _reader(self) -> None:
         limit = self._settings.max_message_size
@@ -321,47 +344,28 @@ class Connection:
         keeps a heartbeat to thousands of idle clients cheap.
         """
         settings, transport = self._settings, self._transport
-        started = trio.current_time()
-        next_ping = started + settings.ping_interval
+        next_ping = trio.current_time() + settings.ping_interval
         pinged_at = pong_due = math.inf
         while True:
             await trio.sleep_until(min(next_ping, pong_due))
             now = trio.current_time()
             heard = transport.last_received
             if now >= pong_due:
-                if heard is None or heard < pinged_at:
+                if heard < pinged_at:
                     self._no_pong()
                     return
                 pong_due = math.inf
             if now < next_ping:
                 continue
-            if now - (started if heard is None else heard) > settings.read_timeout:
+            if now - heard > settings.read_timeout:
                 self._heartbeat_failed("read timeout")
                 return
-            if heard is None:
-                # The transport cannot see this client's next bytes (see
-                # CoalescingStream.last_received): wait for this pong itself.
-                if not await self._ping_and_wait_for_pong():
-                    return
-                transport.last_received = trio.current_time()
-            elif not self.offer(PING):
+            if not self.offer(PING):
                 self.close_soon(SLOW_CONSUMER, "slow consumer")
                 return
             elif pong_due == math.inf:  # an earlier ping still waiting keeps its deadline
                 pinged_at, pong_due = now, now + settings.pong_timeout
             next_ping = now + settings.ping_interval
-
-    async def _ping_and_wait_for_pong(self) -> bool:
-        with trio.move_on_after(self._settings.pong_timeout) as scope:
-            try:
-                await self._ws.ping()
-            except ConnectionClosed:
-                self._scope.cancel()
-                return False
-        if scope.cancelled_caught:
-            self._no_pong()
-            return False
-        return True
 
     def _no_pong(self) -> None:
         """Close a client whose pong is late: slow if our bytes are stuck, else dead."""
@@ -422,20 +426,19 @@ class WebSocketGateway:
         self._drained = trio.Event()  # set once shut down and every connection has closed
 
     async def serve(
-        self, host: str, port: int, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
+        self, host: str, port: int, *, rest_port: int | None = None,
+        task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        """Listen until cancelled; ``task_status.started`` gets the bound port."""
-        async with trio.open_nursery() as nursery:
-            server = await nursery.start(
-                lambda task_status: serve_websocket(
-                    self._handle, host, port, None,
-                    max_message_size=self._settings.max_message_size * _HARD_SIZE_FACTOR,
-                    connect_timeout=self._settings.handshake_timeout,
-                    disconnect_timeout=_CLOSE_TIMEOUT,
-                    task_status=task_status,
-                )
-            )
-            task_status.started(server.port)
+        """Listen until cancelled; ``task_status.started`` gets the bound port.
+
+        ``rest_port`` is named to plain HTTP requests that reach this port.
+        """
+        listener = Listener(
+            self._handle, max_pending=self._settings.send_queue_size,
+            max_message_size=self._settings.max_message_size * _HARD_SIZE_FACTOR,
+            handshake_timeout=self._settings.handshake_timeout, rest_port=rest_port,
+        )
+        await listener.serve(host, port, task_status=task_status)
 
     def shutdown(self) -> None:
         """Refuse new connections; close open ones with 1001 after a ``shutdown`` message."""
@@ -490,9 +493,10 @@ class WebSocketGateway:
             return [(Stream.ORDERBOOK, symbol)], identity
         return _Refusal(404, "not_found", f"no WebSocket endpoint at {parts.path}")
 
-    async def _handle(self, request: WebSocketRequest) -> None:
+    async def _handle(self, request: WebSocketRequest, transport: CoalescingStream,
+                      headers: list[tuple[bytes, bytes]]) -> None:
         try:
-            await self._handle_request(request)
+            await self._handle_request(request, transport, headers)
         except ConnectionClosed:
             pass
         except Exception:  # one client must never stop the listener for everyone
@@ -514,9 +518,9 @@ class WebSocketGateway:
             return _Refusal(429, "too_many_connections", "too many connections from this address")
         return None
 
-    async def _handle_request(self, request: WebSocketRequest) -> None:
-        remote = request.remote
-        ip = str(getattr(remote, "address", remote))
+    async def _handle_request(self, request: WebSocketRequest, transport: CoalescingStream,
+                              headers: list[tuple[bytes, bytes]]) -> None:
+        ip = transport.peer_ip
         route = self._admit(request, ip) or self._route(request.path)
         if isinstance(route, tuple) and route[1] is not None and (
             self._per_user.get(route[1].user_id) >= self._limits.max_connections_per_user
@@ -538,9 +542,16 @@ class WebSocketGateway:
         if user is not None:
             self._per_user.add(user)
         try:
-            ws = await request.accept()
+            deflate = negotiate(headers) if self._settings.compression else None
+            extensions = [] if deflate is None else [(EXTENSIONS_HEADER, deflate.response)]
+            if deflate is not None:  # before the 101: the client may compress right after it
+                transport.inflate_with(
+                    Inflater(self._settings.max_message_size * _HARD_SIZE_FACTOR))
+            ws = await request.accept(extra_headers=extensions)
             connection = Connection(
-                ws, identity, hub=self._hub, runtime=self._runtime, order_rate=self._order_rate,
+                ws, identity, transport=transport,
+                deflate_window_bits=0 if deflate is None else deflate.window_bits,
+                hub=self._hub, runtime=self._runtime, order_rate=self._order_rate,
                 settings=self._settings, limits=self._limits, stats=self._stats,
                 symbols=self._symbols,
             )

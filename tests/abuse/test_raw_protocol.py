@@ -2,8 +2,8 @@
 
 Frame-level violations *fail the connection* (RFC 6455, 7.1.7): the server
 closes with the RFC's code (1002 protocol error, 1007 invalid payload data,
-1009 too big) or, as RFC 6455 allows and trio-websocket 0.12 does for parse
-errors, drops TCP without a close frame; it never answers with anything else.
+1009 too big), always with a close frame and never with anything else
+(``test_close_codes.py`` checks every code and the end of TCP after it).
 After every abuse the gateway must still serve, hold no connection, and have
 logged no handler failure.
 """
@@ -145,9 +145,9 @@ BAD_FRAME_NAMES = sorted(bad_frames(lambda *a, **k: b""))
 async def test_bad_frame_closes_with_the_rfc_code(small_gateway, still_serves, ws_frame, name):
     sent, code = bad_frames(ws_frame)[name]
     frames = await frames_after(small_gateway, *sent)
-    if frames is not None:
-        assert close_code(frames) == code
-        assert [opcode for opcode, _ in frames] == [CLOSE], frames
+    assert frames is not None, "no close frame"
+    assert close_code(frames) == code
+    assert [opcode for opcode, _ in frames] == [CLOSE], frames
     await still_serves(small_gateway)
 
 

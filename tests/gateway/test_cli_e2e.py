@@ -189,6 +189,9 @@ async def test_serve_streams_trades_and_shuts_down_on_sigterm(tmp_path):
                 subscribed = await next_json(market)
                 assert subscribed["type"] == "subscribed"
                 assert subscribed["symbol"] == "BTC/USDT"
+                empty = await next_json(market)  # the top of book at once: nothing rests yet
+                assert (empty["type"], empty["best_bid"], empty["best_ask"], empty["seq"]) == (
+                    "orderbook_snapshot", None, None, subscribed["seq"])
                 await general.send_message(json.dumps(
                     {"action": "subscribe", "stream": "depth", "symbol": "BTC-USDT", "id": 7}))
                 reply = await next_json(general)

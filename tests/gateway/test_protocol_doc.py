@@ -73,7 +73,10 @@ async def test_every_protocol_example_matches_a_live_message(gateway, http, toke
         ):
             await general.send_message(json.dumps(request))
         real["subscribed"] = await next_of(general, "subscribed")
+        real["orderbook_snapshot"] = await next_of(general, "orderbook_snapshot")
         real["depth_snapshot"] = await next_of(general, "depth_snapshot")
+        wrong_port = f"http://{gateway.endpoints.host}:{gateway.endpoints.ws_port}"
+        real["websocket_only"] = (await http.get(f"{wrong_port}/api/v1/markets")).json()
 
         placed = await http.post("/api/v1/orders", headers=alice, json={
             "symbol": "BTC/USDT", "side": "buy", "price": "50000.00", "quantity": "0.01"})

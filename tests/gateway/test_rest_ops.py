@@ -98,6 +98,7 @@ async def test_stats_count_connections_subscriptions_and_messages(gateway, http,
             await general.send_message(json.dumps(
                 {"action": "subscribe", "stream": "orderbook", "symbol": "BTC-USDT", "id": 2}))
             assert json.loads(await general.get_message())["type"] == "subscribed"
+            assert json.loads(await general.get_message())["type"] == "orderbook_snapshot"
             await general.send_message("not json")
             assert json.loads(await general.get_message())["type"] == "error"
 

@@ -54,8 +54,9 @@ async def test_two_connections_of_one_user_both_get_the_updates(gateway, token):
 async def test_filter_by_symbol(gateway):
     async with open_client(gateway, "/ws/markets/ETH-USDT") as eth, \
             open_client(gateway, "/ws/markets/BTC-USDT") as btc:
-        await eth.receive()
-        await btc.receive()
+        for client in (eth, btc):
+            await client.receive()  # subscribed
+            assert (await client.receive())["type"] == "orderbook_snapshot"
         await place(gateway, "alice", "buy", "49000.00", "0.001", BTC)
         await place(gateway, "alice", "buy", "3000.00", "0.01", ETH)
         assert (await eth.receive())["symbol"] == ETH  # the BTC change came first
@@ -80,6 +81,8 @@ async def test_concurrent_broadcasting_from_many_submitters(gateway, token):
             open_client(gateway, "/ws/orders", token("user3")) as user3:
         for client in (watcher_a, watcher_b, user3):
             await client.receive()
+        for client in (watcher_a, watcher_b):
+            assert (await client.receive())["type"] == "orderbook_snapshot"
         async with trio.open_nursery() as nursery:
             for user in users:
                 nursery.start_soon(submitter, user)
@@ -102,13 +105,14 @@ async def test_seq_rises_by_exactly_one_per_channel(gateway, token):
         for i in range(5):
             await place(gateway, "maker", "sell", f"{50000 + i}.00", "0.001")
         await place(gateway, "taker", "buy", "50004.00", "0.005")
-        # 5 created + 5 filled; 5 trades; orderbook: 1 (first ask) + 1 (book emptied)
-        messages = await client.collect(17)
+        # 5 created + 5 filled; 5 trades; orderbook: the snapshot at subscribe (seq 0),
+        # then 1 (first ask) + 1 (book emptied)
+        messages = await client.collect(18)
     by_type: dict[str, list[int]] = {}
     for message in messages:
         by_type.setdefault(message["type"], []).append(message["seq"])
     assert by_type == {"order_update": list(range(1, 11)), "trade_executed": [1, 2, 3, 4, 5],
-                       "orderbook_update": [1, 2]}
+                       "orderbook_snapshot": [0], "orderbook_update": [1, 2]}
 
 
 async def test_100_clients_each_receive_1000_trades_in_order(gateway):

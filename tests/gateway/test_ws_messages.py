@@ -205,6 +205,7 @@ async def test_one_order_sweeping_levels_gives_one_trade_each(gateway):
 async def test_orderbook_change_notifies_with_spread(gateway):
     async with open_client(gateway, "/ws/markets/BTC-USDT") as client:
         await client.receive()
+        assert (await client.receive())["type"] == "orderbook_snapshot"
         await place(gateway, "alice", "buy", "49999.00", "2.5")
         one_sided = await client.receive()
         await place(gateway, "bob", "sell", "50001.00", "3")
@@ -224,6 +225,8 @@ async def test_order_behind_the_top_does_not_notify(gateway):
     await place(gateway, "alice", "buy", "49999.00", "0.01")
     async with open_client(gateway, "/ws/markets/BTC-USDT") as client:
         await client.receive()
+        snapshot = await client.receive()
+        assert (snapshot["type"], snapshot["best_bid"]) == ("orderbook_snapshot", "49999.00")
         await place(gateway, "alice", "buy", "49000.00", "0.01")  # not the best bid
         await place(gateway, "alice", "buy", "49999.50", "0.01")  # the new best bid
         message = await client.receive()

@@ -66,6 +66,10 @@ async def test_pipelined_requests_get_every_reply_in_order(gateway, token):
     assert {r["type"] for i, r in enumerate(replies) if i != 33} == {"placed"}
     ids = [r["order"]["order_id"] for r in replies if r["type"] == "placed"]
     assert ids == sorted(ids)
+    # Each reply shows its order as its own command left it, also when the next
+    # request (a crossing sell) was applied in the same journal batch.
+    statuses = [(sides[i], r["order"]["status"]) for i, r in enumerate(replies) if i != 33]
+    assert set(statuses) == {("buy", "OPEN"), ("sell", "FILLED")}
 
 
 async def test_cancel_by_client_order_id_right_behind_its_place(gateway, token):

@@ -82,6 +82,7 @@ async def test_shutdown_with_several_clients_and_subscriptions(config):
             async with open_client(gateway, "/ws/markets/BTC-USDT") as a, \
                     open_client(gateway) as b:
                 await a.receive()
+                assert (await a.receive())["type"] == "orderbook_snapshot"
                 await b.subscribe("depth", "BTC/USDT")
                 await b.receive()
                 gateway.shutdown()

@@ -60,6 +60,9 @@ async def test_subscribe_to_orderbook(gateway):
         reply = await client.request(action="subscribe", stream="orderbook", symbol=BTC, id=3)
         assert reply == {"type": "subscribed", "id": 3, "stream": "orderbook", "symbol": BTC,
                          "seq": 0}
+        assert await client.receive() == {  # the top of book at once: an empty book
+            "type": "orderbook_snapshot", "symbol": BTC, "best_bid": None, "best_ask": None,
+            "bid_quantity": "0.00000", "ask_quantity": "0.00000", "spread": None, "seq": 0}
         await place(gateway, "alice", "buy", "49999.00", "0.01")
         message = await client.receive()
     assert message["type"] == "orderbook_update"
@@ -130,6 +133,7 @@ async def test_markets_endpoint_streams_the_top_of_book(gateway, path):
     async with open_client(gateway, path) as client:
         assert await client.receive() == {
             "type": "subscribed", "id": None, "stream": "orderbook", "symbol": BTC, "seq": 0}
+        assert (await client.receive())["type"] == "orderbook_snapshot"
         await place(gateway, "alice", "buy", "3000.00", "0.01", ETH)
         await place(gateway, "alice", "buy", "49000.00", "0.01")
         message = await client.receive()
@@ -179,6 +183,7 @@ async def test_unsubscribe_then_subscribe_again(gateway):
         await client.unsubscribe("orderbook", BTC)
         reply = await client.subscribe("orderbook", BTC)
         assert reply["seq"] == 0
+        assert (await client.receive())["type"] == "orderbook_snapshot"  # of this subscription
         await place(gateway, "alice", "buy", "49000.00", "0.01")
         assert (await client.receive())["seq"] == 1
 

@@ -2,12 +2,13 @@
 
 For each seed the test starts the server (journal ``fsync = "batch"``, the
 default) on a fresh data directory, then five times over: drives a steady flow
-of orders and cancels from a few concurrent REST clients, SIGKILLs the server
+of orders and cancels from a few concurrent REST clients and of pipelined
+orders from a WebSocket order-entry client, SIGKILLs the server
 after a seeded random 0.05-0.6 s of traffic, and restarts it. After every
 restart:
 
-* every order the clients saw acknowledged (201) since the previous restart is
-  there (``GET /api/v1/orders/{id}``), with the same symbol, side, price and
+* every order the clients saw acknowledged (201, or a ``placed`` reply) since
+  the previous restart is there (``GET /api/v1/orders/{id}``), with the same symbol, side, price and
   quantity, and every acknowledged cancel (200) left it ``CANCELLED``;
 * the state hash the restart logged ("recovered from ...: ..., state hash H")
   equals what ``trade-engine journal replay`` computes offline from the
@@ -23,6 +24,7 @@ rotations. Every subprocess is killed in ``finally``.
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import re
@@ -39,6 +41,7 @@ import attrs
 import httpx
 import pytest
 import trio
+from trio_websocket import ConnectionClosed, HandshakeError, wrap_client_stream
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 
@@ -46,12 +49,15 @@ KILLS_PER_SEED = 5
 CLIENTS = 4
 STARTUP_TIMEOUT = 30
 TEST_TIMEOUT = 120
-BANNER = re.compile(r"trade-engine: REST on (http://127\.0\.0\.1:(\d+))/api/v1, WebSocket on .*")
+BANNER = re.compile(r"trade-engine: REST on (http://127\.0\.0\.1:\d+)/api/v1, "
+                    r"WebSocket on (ws://127\.0\.0\.1:\d+)/ws")
 RECOVERED = re.compile(
     r"recovered from .+: snapshot at seq (?P<snapshot>\d+), (?P<replayed>\d+) commands "
     r"replayed, last seq (?P<last>\d+), state hash (?P<hash>[0-9a-f]{64})$", re.MULTILINE)
 # The flow is far above the per-user REST rate limit, which is not under test here.
-NO_RATE_LIMIT = "[limits]\nrest_requests_per_second = 1e6\nrest_burst = 1000000\n"
+NO_RATE_LIMIT = ("[limits]\nrest_requests_per_second = 1e6\nrest_burst = 1000000\n"
+                 "orders_per_second = 1e6\norder_burst = 1000000\n")
+WS_PIPELINE = 8  # order-entry requests the WebSocket client keeps in flight
 SMALL_JOURNAL = "[journal]\nsnapshot_every = 40\nsegment_bytes = 4096\n"
 
 
@@ -70,6 +76,7 @@ def cli() -> list[str]:
 class Server:
     process: trio.Process
     rest_url: str
+    ws_url: str
     recovery: dict[str, str]
     stderr_path: Path
 
@@ -84,6 +91,7 @@ class Ack:
     price: str
     quantity: str
     cancelled: bool = False
+    websocket: bool = False  # acknowledged by WebSocket order entry, not REST
 
 
 class Harness:
@@ -116,11 +124,12 @@ class Harness:
                     buffer += chunk
                 line, buffer = buffer.split(b"\n", 1)
                 lines.append(line.decode())
-                if match := BANNER.fullmatch(lines[-1]):
+                if match := BANNER.match(lines[-1]):
                     break
         recovered = RECOVERED.search(stderr_path.read_text())
         assert recovered is not None, stderr_path.read_text()
-        return Server(process, match.group(1), recovered.groupdict(), stderr_path)
+        return Server(process, match.group(1), match.group(2), recovered.groupdict(),
+                      stderr_path)
 
     async def kill(self, process: trio.Process) -> None:
         if process.returncode is None:
@@ -205,14 +214,59 @@ async def drive(server: Server, harness: Harness, tokens: dict[str, str],
             assert (order["symbol"].replace("/", "-"), order["side"], order["price"]) == (
                 body["symbol"].replace("/", "-"), body["side"], body["price"])
             acks[order["order_id"]] = Ack(user, order["symbol"], order["side"],
-                                          order["price"], order["quantity"])
+                                          order["price"], order["quantity"], websocket=True)
             touched.add(order["order_id"])
             if order["status"] in ("OPEN", "PARTIALLY_FILLED"):
                 mine.append(order["order_id"])
 
+    async def ws_trader() -> None:
+        """Pipelined places over WebSocket order entry; a ``placed`` reply is an ack."""
+        rng = random.Random(seed * 1_000 + CLIENTS)
+        user = users[0]
+        host, port = server.ws_url.removeprefix("ws://").split(":")
+        try:
+            # Our own TCP stream, closed in ``finally``: trio-websocket's client leaves its
+            # socket open when the server vanishes, which filterwarnings=error would report.
+            stream = await trio.open_tcp_stream(host, int(port))
+        except OSError:
+            return
+        try:
+            async with trio.open_nursery() as nursery:
+                try:
+                    ws = await wrap_client_stream(nursery, stream, host,
+                                                  f"/ws?token={tokens[user]}")
+                    await place_pipelined(ws, rng, user)
+                except (ConnectionClosed, HandshakeError, OSError, trio.BrokenResourceError):
+                    pass  # the SIGKILL
+                nursery.cancel_scope.cancel()
+        finally:
+            await stream.aclose()
+
+    async def place_pipelined(ws: Any, rng: random.Random, user: str) -> None:
+        sent: dict[int, dict[str, str]] = {}
+        next_id = 0
+        while True:
+            while len(sent) < WS_PIPELINE:
+                next_id += 1
+                body = {"symbol": "ETH-USDT", "side": rng.choice(("BUY", "SELL")),
+                        "quantity": f"0.0{rng.randrange(1, 10)}",
+                        "price": f"{3_000 + rng.randrange(-20, 21)}.00"}
+                sent[next_id] = body
+                await ws.send_message(json.dumps({"action": "place", "id": next_id,
+                                                  "order": body}))
+            reply = json.loads(await ws.get_message())
+            body = sent.pop(reply["id"])
+            assert reply["type"] == "placed", reply
+            order = reply["order"]
+            assert (order["side"], order["price"]) == (body["side"], body["price"])
+            acks[order["order_id"]] = Ack(user, order["symbol"], order["side"],
+                                          order["price"], order["quantity"], websocket=True)
+            touched.add(order["order_id"])
+
     async with client(server) as http, trio.open_nursery() as nursery:
         for index in range(CLIENTS):
             nursery.start_soon(trader, index, http)
+        nursery.start_soon(ws_trader)
         await trio.sleep(seconds)
         while len(touched) < min_acks:
             await trio.sleep(0.01)
@@ -301,5 +355,6 @@ async def test_nothing_acknowledged_is_lost_when_killed(tmp_path, seed, small_jo
     for replayed, logged in replays:
         assert replayed == {"last": logged["last"], "hash": logged["hash"]}
     assert len(acks) >= KILLS_PER_SEED, "the flow never got going"
+    assert any(ack.websocket for ack in acks.values()), "no WebSocket order was acknowledged"
     if small_journal:
         assert any(r["snapshot"] != "0" for _, r in replays), "no restart used a snapshot"

@@ -30,6 +30,7 @@ from engine import (
     CancelOrder,
     Command,
     Engine,
+    MarketSpec,
     PlaceOrder,
     Side,
 )
@@ -43,7 +44,9 @@ from engine._journal import (
 from gateway import JournalError, UnsupportedJournalFormat
 from gateway._journal import (
     Fsync,
+    JournalChanged,
     JournalWriter,
+    read_journal,
     recover,
     segment_path,
     segments,
@@ -594,12 +597,13 @@ def test_cli_verify_and_replay_print_counts_last_seq_and_hash(tmp_path):
     verify = cli("journal", "verify", str(journal.directory), tmp_path=tmp_path)
     assert verify.returncode == 0, verify.stderr
     assert verify.stdout.splitlines() == [
-        "snapshot seq: 90", "records: 115 (25 after the snapshot)", "last seq: 115",
-        f"state hash: {expected}"]
+        f"journal: {journal.directory}", "snapshot seq: 90",
+        "records: 115 (25 after the snapshot)", "last seq: 115", f"state hash: {expected}"]
 
     replay = cli("journal", "replay", str(journal.directory), tmp_path=tmp_path)
     assert replay.returncode == 0, replay.stderr
-    assert replay.stdout.splitlines() == ["last seq: 115", f"state hash: {expected}"]
+    assert replay.stdout.splitlines() == [
+        f"journal: {journal.directory}", "last seq: 115", f"state hash: {expected}"]
 
     events = cli("journal", "replay", "--events", str(journal.directory), tmp_path=tmp_path)
     assert events.returncode == 0, events.stderr
@@ -619,7 +623,8 @@ def test_cli_reports_a_torn_tail_without_truncating_it(tmp_path):
     before = listing(journal.directory)
     verify = cli("journal", "verify", str(journal.directory), tmp_path=tmp_path)
     assert verify.returncode == 0, verify.stderr
-    assert re.search(r"^torn tail \(a restart truncates it\): .*journal-0+1\.log", verify.stdout,
+    assert re.search(r"^torn tail \(a write in progress if a server is running; else a restart "
+                     r"truncates it\): .*journal-0+1\.log", verify.stdout,
                      re.MULTILINE), verify.stdout
     assert f"state hash: {journal.engine.state_hash()}" in verify.stdout
     assert listing(journal.directory) == before
@@ -676,3 +681,79 @@ def test_cli_exits_1_on_corruption(tmp_path, command):
     assert result.stderr.startswith("trade-engine: journal is corrupt: ")
     assert str(path) in result.stderr
     assert f"at offset {offsets[10]}" in result.stderr
+
+
+def test_cli_reads_the_journal_inside_a_data_directory_and_says_so(tmp_path):
+    data_dir = tmp_path / "data"
+    journal = Journal(data_dir / "journal")
+    journal.write_many(commands(12, seed=43))
+    journal.close()
+    before = listing(data_dir / "journal")
+    verify = cli("journal", "verify", str(data_dir), tmp_path=tmp_path)
+    # without a directory: the configuration's (here the data directory's) journal
+    replay = cli("journal", "replay", "--data-dir", str(data_dir), tmp_path=tmp_path)
+    for result in (verify, replay):
+        assert result.returncode == 0, result.stderr
+        lines = result.stdout.splitlines()
+        assert lines[0] == f"journal: {data_dir / 'journal'}"
+        assert "last seq: 12" in lines
+    assert listing(data_dir / "journal") == before
+    assert sorted(p.name for p in data_dir.iterdir()) == ["journal"]  # no LOCK, no secret
+
+
+def test_cli_refuses_a_directory_without_a_journal_and_creates_nothing(tmp_path):
+    missing = tmp_path / "no" / "such" / "dir"
+    result = cli("journal", "verify", str(missing), tmp_path=tmp_path)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert result.stderr == (
+        f"trade-engine: {missing} does not exist; give the journal directory, by default "
+        f"<data dir>/journal (here {tmp_path / 'xdg' / 'trade-engine' / 'journal'})\n")
+    assert not (tmp_path / "no").exists()
+    assert not (tmp_path / "xdg").exists()
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = cli("journal", "replay", str(empty), tmp_path=tmp_path)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert result.stderr.startswith(f"trade-engine: {empty} holds no journal "), result.stderr
+    assert list(empty.iterdir()) == []
+
+
+def test_read_only_reading_starts_again_when_a_server_prunes_during_the_read(tmp_path):
+    """A server beside the reader writes a snapshot and deletes the segment it covers
+    between the reader's look for a snapshot (none yet) and its read of the segments:
+    the reader sees a sequence gap, notices the files changed, and reads again."""
+    journal = Journal(tmp_path / "journal", segment_bytes=2048)
+    journal.write_many(commands(60, seed=44))
+    assert len(segments(journal.directory)) > 2
+    pruned = []
+
+    def markets_while_a_snapshot_lands() -> Iterator[MarketSpec]:
+        if not pruned:  # the server's snapshot lands during the first read only
+            journal.snapshot()
+            pruned.append(True)
+        yield from DEFAULT_MARKETS
+
+    class Markets:
+        def __iter__(self) -> Iterator[MarketSpec]:
+            return markets_while_a_snapshot_lands()
+
+    recovery = read_journal(journal.directory, Markets())
+    assert pruned
+    assert recovery.snapshot_seq == 60
+    assert recovery.engine.state_hash() == journal.engine.state_hash()
+
+    # with events already handed out, it does not start again: it says to run again
+    journal.write_many(commands(20, seed=45))
+    seen = []
+
+    def on_record(record: object, events: list[object]) -> None:
+        if not seen:
+            journal.write_many(commands(20, seed=46))
+            journal.snapshot()
+        seen.append(record)
+
+    with pytest.raises(JournalChanged, match="run the command again"):
+        read_journal(journal.directory, DEFAULT_MARKETS, on_record=on_record)
