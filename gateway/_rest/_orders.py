@@ -8,13 +8,17 @@ Rules of this module:
   the same functions in the same order: the user's order rate, then the
   order named (404), then the body, so that one input gets one error code on
   both transports.
-* An answer is sent only after :meth:`EngineRuntime.submit` returned, that is
-  after the command is durable in the journal and applied.
+* An answer is made once the command is durable in the journal and applied,
+  right after it was applied (before the next command of its batch), so it
+  shows the order as its own command left it, as a WebSocket reply does.
 * Another user's order is indistinguishable from a missing one: 404
   ``order_not_found``, before any command is queued.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
 
 import trio
 
@@ -27,6 +31,7 @@ from engine import (
     MarketSpec,
     Order,
     OrderAccepted,
+    OrderAmended,
     OrderCancelled,
     OrderRejected,
 )
@@ -68,9 +73,7 @@ class Orders:
         self._admit(user_id)
         command = place_command(decode_body(raw, PlaceBody), user_id, self._markets)
         spec = self._markets[command.symbol]
-        accepted = (await self._submit(command, spec))[0]
-        assert type(accepted) is OrderAccepted
-        return 201, order_json(self._own(accepted.order_id, user_id), spec)
+        return 201, await self._submit(command, spec, self._placed)
 
     async def amend(self, call: Call) -> Answer:
         raw = await call.body()
@@ -79,26 +82,23 @@ class Orders:
         order_id = _order_id(call.param)
         spec = self._markets[self._own(order_id, user_id).symbol]
         command = amend_command(decode_body(raw, AmendBody), spec, user_id, order_id=order_id)
-        await self._submit(command, spec)
-        return 200, order_json(self._own(order_id, user_id), spec)
+        return 200, await self._submit(command, spec, self._changed)
 
     async def cancel(self, call: Call) -> Answer:
         user_id = call.user_id
         self._admit(user_id)
         order_id = _order_id(call.param)
         spec = self._markets[self._own(order_id, user_id).symbol]
-        await self._submit(CancelOrder(order_id=order_id, user_id=user_id), spec)
-        return 200, order_json(self._own(order_id, user_id), spec)
+        return 200, await self._submit(
+            CancelOrder(order_id=order_id, user_id=user_id), spec, self._changed)
 
     async def cancel_all(self, call: Call) -> Answer:
         user_id = call.user_id
         self._admit(user_id)
         symbol = call.query("symbol")
         spec = None if symbol is None else market(self._markets, symbol)
-        events = await self._submit(
-            CancelAllOrders(user_id=user_id, symbol=None if spec is None else spec.symbol), spec)
-        cancelled = [e.order_id for e in events if type(e) is OrderCancelled]
-        return 200, {"cancelled": cancelled, "count": len(cancelled)}
+        command = CancelAllOrders(user_id=user_id, symbol=None if spec is None else spec.symbol)
+        return 200, await self._submit(command, spec, _cancelled)
 
     async def get_order(self, call: Call) -> Answer:
         order = self._own(_order_id(call.param), call.user_id)
@@ -131,21 +131,74 @@ class Orders:
             raise order_not_found()
         return order
 
-    async def _submit(self, command: Command, spec: MarketSpec | None) -> list[Event]:
-        """The command's events once durable and applied; an engine refusal raises."""
+    def _placed(self, events: list[Event]) -> Any:
+        accepted = events[0]
+        assert type(accepted) is OrderAccepted
+        return self._order_json(accepted.order_id)
+
+    def _changed(self, events: list[Event]) -> Any:
+        changed = events[0]
+        assert type(changed) is OrderAmended or type(changed) is OrderCancelled
+        return self._order_json(changed.order_id)
+
+    def _order_json(self, order_id: int) -> Any:
+        order = self._engine.order(order_id)
+        assert order is not None
+        return order_json(order, self._markets[order.symbol])
+
+    async def _submit(
+        self, command: Command, spec: MarketSpec | None, answer: Callable[[list[Event]], Any],
+    ) -> Any:
+        """``answer(events)``, once the command is durable and applied; a refusal raises.
+
+        ``answer`` runs in the engine task right after the command was applied,
+        before the next command of its batch: the answer shows the order as its
+        own command left it, exactly as a WebSocket reply does.
+        """
+        result: list[Any] = []
+        finished = trio.Event()
+
+        def done(events: list[Event], error: Exception | None) -> None:
+            try:
+                if error is not None:
+                    raise error
+                first = events[0] if events else None
+                if type(first) is OrderRejected:
+                    amended = None
+                    if type(command) is AmendOrder and first.order_id is not None:
+                        amended = self._engine.order(first.order_id)
+                    raise rejection(first.reason, command, spec, amended)
+                result.append(answer(events))
+            except Exception as exc:  # re-raised in the handler's task
+                result.append(_Failed(exc))
+            finally:
+                finished.set()
+
         try:
-            events = await self._runtime.submit(command)
+            self._runtime.submit_nowait(command, done)
         except Busy as exc:
             raise RequestError(503, "busy", str(exc)) from None
         except Unavailable as exc:
             raise RequestError(503, "journal_unavailable", str(exc)) from None
-        first = events[0] if events else None
-        if type(first) is OrderRejected:
-            amended = None
-            if type(command) is AmendOrder and first.order_id is not None:
-                amended = self._engine.order(first.order_id)
-            raise rejection(first.reason, command, spec, amended)
-        return events
+        await finished.wait()
+        [value] = result
+        if type(value) is _Failed:
+            if isinstance(value.error, Unavailable):
+                raise RequestError(503, "journal_unavailable", str(value.error))
+            raise value.error
+        return value
+
+
+class _Failed:
+    __slots__ = ("error",)
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+
+def _cancelled(events: list[Event]) -> Any:
+    cancelled = [e.order_id for e in events if type(e) is OrderCancelled]
+    return {"cancelled": cancelled, "count": len(cancelled)}
 
 
 def _order_id(written: str) -> int:
