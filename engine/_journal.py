@@ -68,6 +68,7 @@ CRC and that the restored engine has that exact state hash.
 
 from __future__ import annotations
 
+import hashlib
 import struct
 import zlib
 from collections.abc import Iterator
@@ -175,9 +176,24 @@ def _zeros_from(data: bytes, offset: int) -> bool:
 
 def encode_snapshot(engine: Engine) -> bytes:
     """The engine's whole state, with its hash, framed and checksummed."""
-    state = engine.export_state()
-    payload = _encode_snapshot(_Snapshot(engine.state_hash(), state))
+    return encode_exported(engine.export_state())
+
+
+def encode_exported(state: EngineState) -> bytes:
+    """:func:`encode_snapshot` of a state that :meth:`Engine.export_state` returned.
+
+    An exported state is immutable and shares nothing mutable with its engine,
+    so the engine's owner exports it (a consistent copy at one seq) and another
+    thread may hash and encode it, the dear part, while the engine goes on.
+    """
+    payload = _encode_snapshot(_Snapshot(_state_hash(state), state))
     return _SNAPSHOT_HEADER.pack(SNAPSHOT_MAGIC, zlib.crc32(payload), len(payload)) + payload
+
+
+def _state_hash(state: EngineState) -> str:
+    """:meth:`Engine.state_hash` of the engine that exported ``state``, without exporting
+    again (tests/journal/test_codec.py checks that the two agree)."""
+    return hashlib.blake2b(msgspec.msgpack.encode(state), digest_size=32).hexdigest()
 
 
 def decode_snapshot(data: bytes) -> Engine:

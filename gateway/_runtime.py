@@ -18,9 +18,12 @@ Rules of this module:
   for good (:class:`Unavailable`, REST 503) and logs it loudly; queries and
   streams keep working. Only a restart, which recovers from the journal,
   resumes trading.
-* Every ``snapshot_every`` commands the engine task encodes a snapshot and
-  hands it to the snapshot task (a channel of one: when the previous snapshot
-  is still being written, this one is skipped and retried after the next batch).
+* Every ``snapshot_every`` commands the engine task exports the engine's
+  state (an immutable copy at one seq) and hands it to the snapshot task,
+  which hashes, encodes and writes it in a thread (a channel of one: when the
+  previous snapshot is still waiting, this one is skipped and retried after
+  the next batch). Only the export stops the engine; the rest, most of the
+  cost, does not.
 """
 
 from __future__ import annotations
@@ -33,7 +36,8 @@ import msgspec
 import trio
 
 from engine import Command, Engine, Event, OrderRejected, PlaceOrder
-from engine._journal import encode_record, encode_snapshot
+from engine._journal import encode_exported, encode_record
+from engine._views import EngineState
 from gateway._hub import Hub
 from gateway._journal import Fsync, JournalWriter, write_snapshot
 from gateway._stats import Stats
@@ -116,7 +120,7 @@ class EngineRuntime:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """The engine task and the snapshot task. Runs until cancelled."""
-        send_snapshot, receive_snapshot = trio.open_memory_channel[tuple[int, bytes]](1)
+        send_snapshot, receive_snapshot = trio.open_memory_channel[tuple[int, EngineState]](1)
         try:
             async with trio.open_nursery() as nursery:
                 if self._journal is not None:
@@ -127,7 +131,9 @@ class EngineRuntime:
             if self._journal is not None:
                 self._journal.close()
 
-    async def _apply_commands(self, snapshots: trio.MemorySendChannel[tuple[int, bytes]]) -> None:
+    async def _apply_commands(
+        self, snapshots: trio.MemorySendChannel[tuple[int, EngineState]]
+    ) -> None:
         engine, journal, stats = self.engine, self._journal, self._stats
         most = 1 if journal is not None and journal.fsync is Fsync.ALWAYS else _MAX_BATCH
         async with self._receive:
@@ -170,12 +176,12 @@ class EngineRuntime:
                 await self._hub.publish(published)
                 if self._snapshot_every and (
                     engine.last_seq - self._last_snapshot >= self._snapshot_every
-                ):
-                    try:
-                        snapshots.send_nowait((engine.last_seq, encode_snapshot(engine)))
-                        self._last_snapshot = engine.last_seq
-                    except trio.WouldBlock:
-                        pass  # the previous snapshot is still being written
+                ) and not snapshots.statistics().current_buffer_used:
+                    # Only the export runs here: hashing and encoding, most of the
+                    # cost (a 100,000-order history took over a second), happen in the
+                    # snapshot task's thread while the engine goes on.
+                    snapshots.send_nowait((engine.last_seq, engine.export_state()))
+                    self._last_snapshot = engine.last_seq
 
     def _stamp(
         self, batch: list[_Pending]
@@ -212,16 +218,24 @@ class EngineRuntime:
                                         "order entry is stopped until a restart")
             pending.finish()
 
-    async def _write_snapshots(self, receive: trio.MemoryReceiveChannel[tuple[int, bytes]]) -> None:
+    async def _write_snapshots(
+        self, receive: trio.MemoryReceiveChannel[tuple[int, EngineState]]
+    ) -> None:
         assert self._journal is not None
         directory = self._journal.directory
-        async for seq, data in receive:
+
+        def encode_and_write(seq: int, state: EngineState) -> int:
+            data = encode_exported(state)
+            write_snapshot(directory, data, seq)
+            return len(data)
+
+        async for seq, state in receive:
             try:
-                await trio.to_thread.run_sync(write_snapshot, directory, data, seq)
+                size = await trio.to_thread.run_sync(encode_and_write, seq, state)
             except OSError as exc:  # the journal still holds everything: log and go on
                 log.error("snapshot at seq %d failed: %s", seq, exc)
             else:
-                log.info("snapshot written at seq %d (%d bytes)", seq, len(data))
+                log.info("snapshot written at seq %d (%d bytes)", seq, size)
 
     async def submit(self, command: Command) -> list[Event]:
         """Have the engine apply ``command`` once it is durable; return its events.

@@ -45,6 +45,7 @@ from engine._journal import (
     Record,
     TornTail,
     decode_snapshot,
+    encode_exported,
     encode_record,
     encode_snapshot,
     read_records,
@@ -524,3 +525,11 @@ def test_a_snapshot_with_a_wrong_hash_is_refused():
     payload["state_hash"] = "0" * 64
     with pytest.raises(CorruptJournal, match="does not match the snapshot's hash"):
         decode_snapshot(reframe(msgspec.msgpack.encode(payload)))
+
+
+def test_a_snapshot_of_an_exported_state_carries_the_engines_hash():
+    """The runtime exports in the engine task and encodes elsewhere: same bytes, same hash."""
+    engine = busy_engine()
+    exported = encode_exported(engine.export_state())
+    assert exported == encode_snapshot(engine)
+    assert decode_snapshot(exported).state_hash() == engine.state_hash()
