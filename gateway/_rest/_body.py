@@ -28,10 +28,15 @@ on its way, one of two things happens, chosen by the body's declared size:
   with unread input sends a TCP reset, and a client still sending would lose
   the answer it has not read yet), then the connection is closed.
 
-In both cases the last response message is sent in a shielded cancel scope,
-so hypercorn's reuse-or-close runs to its end whoever cancels the sender; and
-while it runs after a timed-out drain, the rest of the body keeps being
-dropped, so hypercorn's bounded queue towards the application cannot block it.
+When the application may cancel the task that sends its answer (quart-trio
+does), the last response message is sent in a shielded cancel scope, so
+hypercorn's reuse-or-close runs to its end (``shield=True``): without it, the
+connection's idle timer is not restarted either, and an idle kept-alive
+connection is never closed. The plain ASGI API cancels nothing and needs no
+shield (a cancel scope is a few percent of its request).
+After a timed-out drain, the end is always shielded, and the rest of the
+body keeps being dropped meanwhile, so hypercorn's bounded queue towards the
+application cannot block it.
 
 Whoever reads the body (the framework's reader task, a handler, the drain)
 reads it through :meth:`BodyGuard.receive`, which keeps count: two readers at
@@ -64,18 +69,20 @@ class BodyGuard:
         declared: the body's ``Content-Length``; None when chunked, 0 without a body.
         max_body: ``max_request_body``: a larger body is not drained.
         headers: added to the response's headers (CORS).
+        shield: send the last message shielded from cancellation.
     """
 
     __slots__ = (
         "_closing", "_headers", "_max_body", "_progress", "_readers", "_receive", "_send",
-        "complete", "declared", "gone", "received",
+        "_shield", "complete", "declared", "gone", "received",
     )
 
     def __init__(
         self, receive: Receive, send: Send, *, declared: int | None, max_body: int,
-        headers: Headers,
+        headers: Headers, shield: bool = True,
     ) -> None:
         self._receive = receive
+        self._shield = shield
         self._send = send
         self._headers = headers
         self._max_body = max_body
@@ -125,11 +132,13 @@ class BodyGuard:
                 headers.append(_CLOSE)
             await self._send({**message, "headers": headers})
         elif kind == "http.response.body" and not message.get("more_body", False):
-            if self.complete or self.gone:
+            if not (self.complete or self.gone):
+                await self._finish(message.get("body", b""))
+            elif self._shield:
                 with trio.CancelScope(shield=True):
                     await self._send(message)
             else:
-                await self._finish(message.get("body", b""))
+                await self._send(message)
         else:
             await self._send(message)
 

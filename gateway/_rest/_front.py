@@ -77,14 +77,16 @@ class RestFront:
                 receive, send, declared=declared, max_body=self._max_body,
                 headers=self._cors.preflight(origin) or self._cors.headers(origin)), origin)
             return
+        path: str = scope["path"]
+        api = path.startswith(PREFIX) and path[len(PREFIX):len(PREFIX) + 1] in ("", "/")
+        # quart-trio cancels the task that sent its answer: shield the end of it there.
         guard = BodyGuard(receive, send, declared=declared, max_body=self._max_body,
-                          headers=self._cors.headers(origin))
+                          headers=self._cors.headers(origin), shield=not api)
         if declared is not None and declared > self._max_body:
             await send_body(guard.send, 413, error_bytes(
                 "body_too_large", f"the body is {declared} bytes, over the "
                 f"{self._max_body}-byte limit (max_request_body)"))
-        elif scope["path"].startswith(PREFIX) and scope["path"][len(PREFIX):len(PREFIX) + 1] in (
-                "", "/"):
+        elif api:
             await self._api(scope, guard, authorization)
         else:
             await self._app(scope, guard.receive, guard.send)

@@ -100,6 +100,9 @@ async def test_404_order_not_found_before_the_body_keeps_the_connection(gateway,
 @pytest.mark.parametrize(("method", "path", "status", "code"), [
     ("POST", "/api/v1/no-such-thing", 404, "not_found"),
     ("PUT", "/api/v1/orders", 405, "method_not_allowed"),
+    # outside /api/v1, quart-trio answers (and cancels the task that sent the answer)
+    ("POST", "/no-such-thing", 404, "not_found"),
+    ("POST", "/healthz", 405, "method_not_allowed"),
 ])
 async def test_routing_errors_before_the_body_keep_the_connection(
         gateway, method, path, status, code):
@@ -195,5 +198,22 @@ async def test_a_declared_body_that_never_comes_is_waited_for_a_bounded_time(
             started = trio.current_time()
             assert await client.closed_by_server()  # the body never came
             assert trio.current_time() - started >= DRAIN_TIMEOUT
+    finally:
+        await client.aclose()
+
+
+@pytest.mark.parametrize("path", ["/healthz", "/api/v1/markets"])
+async def test_an_idle_connection_is_closed_after_the_keep_alive_timeout(
+        gateway, autojump_clock, path):
+    """hypercorn closes a connection idle for ``keep_alive_timeout`` (5 s) after an answer,
+    also one from quart-trio, which cancels the task that would restart that timer."""
+    client = await RawHttp.open(gateway.endpoints.rest_port)
+    try:
+        with trio.fail_after(60):
+            await client.send(request("GET", path))
+            assert (await client.response()).status == 200
+            started = trio.current_time()
+            assert await client.closed_by_server()
+            assert trio.current_time() - started >= 5
     finally:
         await client.aclose()
