@@ -27,6 +27,7 @@ Rules of this module:
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Collection
 from typing import Any
@@ -328,7 +329,7 @@ class Connection:
         """
         settings, transport = self._settings, self._transport
         now = trio.current_time()
-        expires_at = float("inf")
+        expires_at = math.inf
         if self._identity is not None:  # the token's wall-clock expiry, on trio's clock
             expires_at = now + max(0.0, self._identity.expires_at - time.time())
         heartbeat = Heartbeat(
