@@ -31,6 +31,7 @@ from engine._commands import (
     Command,
     OrderType,
     PlaceOrder,
+    SelfTradePrevention,
     Side,
     TimeInForce,
 )
@@ -40,6 +41,7 @@ from engine._events import (
     Event,
     OrderAccepted,
     OrderAmended,
+    OrderCancelled,
     OrderStatus,
     RejectReason,
     TopOfBookChanged,
@@ -58,13 +60,21 @@ from engine._matching import (
 )
 from engine._orders import OrderIndex
 from engine._state import book_queue, export_state, load_state, market_specs, state_hash, view
-from engine._validate import amend_rejection, place_rejection, refused, rejected
+from engine._validate import (
+    COMPACT,
+    MAX_CLIENT_ORDER_ID,
+    amend_rejection,
+    place_rejection,
+    refused,
+    rejected,
+)
 from engine._views import BookQueue, Depth, DepthLevel, EngineState, Order, TopOfBook
 
-_BUY = Side.BUY
+_BUY, _SELL = Side.BUY, Side.SELL
 _GTC, _IOC = TimeInForce.GTC, TimeInForce.IOC
-_LIMIT = OrderType.LIMIT
-_NEW = OrderStatus.NEW
+_LIMIT, _MARKET = OrderType.LIMIT, OrderType.MARKET
+_NEW, _CANCELLED = OrderStatus.NEW, OrderStatus.CANCELLED
+_USER = CancelReason.USER
 
 
 class SequenceError(ValueError):
@@ -119,36 +129,61 @@ class Engine:
             raise SequenceError(f"seq {seq!r} is not after {self._last_seq}")
         self._last_seq = seq
         kind = type(command)
-        if kind is PlaceOrder:
-            return self._place(command, seq, ts)  # type: ignore[arg-type]
-        if kind is CancelOrder:
-            return self._cancel(command, seq, ts)  # type: ignore[arg-type]
-        if kind is AmendOrder:
-            return self._amend(command, seq, ts)  # type: ignore[arg-type]
-        if kind is CancelAllOrders:
-            return self._cancel_all(command, seq, ts)  # type: ignore[arg-type]
-        user = getattr(command, "user_id", "")
-        return [rejected(seq, ts, "unknown", None, None, user, None, RejectReason.UNKNOWN_COMMAND)]
-
-    def _place(self, c: PlaceOrder, seq: int, ts: int) -> list[Event]:
+        if kind is not PlaceOrder:
+            if kind is CancelOrder:
+                return self._cancel(command, seq, ts)  # type: ignore[arg-type]
+            if kind is AmendOrder:
+                return self._amend(command, seq, ts)  # type: ignore[arg-type]
+            if kind is CancelAllOrders:
+                return self._cancel_all(command, seq, ts)  # type: ignore[arg-type]
+            user = getattr(command, "user_id", "")
+            return [
+                rejected(seq, ts, "unknown", None, None, user, None, RejectReason.UNKNOWN_COMMAND)
+            ]
+        # PlaceOrder, three commands in four, is handled here rather than in a
+        # method of its own, which saves a call per command (bench/README.md,
+        # "Engine"): validate, then rest (the most common case) or take.
+        c: PlaceOrder = command  # type: ignore[assignment]
         symbol = c.symbol
         m = self._markets.get(symbol) if type(symbol) is str else None
         index = self._index
-        reason = place_rejection(c, m, index)
-        if reason is not None:
-            return [
-                rejected(seq, ts, "place", symbol, c.order_id, c.user_id, c.client_order_id, reason)
-            ]
+        oid, user, side = c.order_id, c.user_id, c.side
+        qty, price, order_type = c.quantity, c.price, c.order_type
+        tif, post_only, stp = c.time_in_force, c.post_only, c.self_trade_prevention
+        cid = c.client_order_id
+        if tif is None:
+            tif = _GTC if order_type is _LIMIT else _IOC
+        # inlined: place_rejection(c, m, index) is None, for the common orders
+        # only: GTC or IOC limit orders and IOC market orders, not post-only,
+        # with amounts and ids below 2**30. Whatever this does not pass goes
+        # to place_rejection, which applies every rule and names the first
+        # that fails, if any: this copy may only be stricter than the rules.
+        if (
+            m is None
+            or type(user) is not str or not user
+            or type(oid) is not int or not 0 < oid < COMPACT or oid in index.by_id
+            or (side is not _BUY and side is not _SELL)
+            or type(qty) is not int or not m.min_lots <= qty < COMPACT
+            or (
+                type(price) is not int or not 0 < price < COMPACT
+                or (tif is not _GTC and tif is not _IOC)
+                or price * qty < m.min_notional
+                if order_type is _LIMIT
+                else order_type is not _MARKET or price is not None or tif is not _IOC
+            )
+            or post_only is not False
+            or type(stp) is not SelfTradePrevention
+            or (cid is not None and (
+                type(cid) is not str or not 0 < len(cid) <= MAX_CLIENT_ORDER_ID
+                or (user, cid) in index.client_ids
+            ))
+        ):
+            reason = place_rejection(c, m, index)
+            if reason is not None:
+                return [rejected(seq, ts, "place", symbol, oid, user, cid, reason)]
         assert m is not None
         # Valid: from here on the command changes the engine.
         symbol, book = m.symbol, m.book
-        oid, user, side, qty, price = c.order_id, c.user_id, c.side, c.quantity, c.price
-        order_type, post_only, stp, cid = (
-            c.order_type, c.post_only, c.self_trade_prevention, c.client_order_id
-        )
-        tif = c.time_in_force
-        if tif is None:
-            tif = _GTC if order_type is _LIMIT else _IOC
         # The book was reported after the last command, so book.top holds the
         # current best prices: crossing means reaching the opposite one.
         bid, bid_qty, ask, ask_qty = book.top
@@ -166,43 +201,61 @@ class Engine:
         accepted = OrderAccepted(
             seq, ts, symbol, oid, user, cid, side, order_type, tif, post_only, stp, price, qty,
         )
-        if not crossing:
-            if tif is not _GTC:  # IOC with nothing to cross
-                events: list[Event] = [accepted]
-                report_cancelled(order, qty, CancelReason.UNFILLED, events, seq, ts)
-                index.remember_closed(order)
-                return events
-            # Rest, the most common command.
+        if crossing or tif is not _GTC:
+            return self._take(m, order, accepted, own, opposite, seq, ts)
+        # Rest, the most common command.
+        assert price is not None  # a GTC order is a limit order
+        # inlined: BookSide.add(own, order), where the level exists
+        level = own.levels.get(price)
+        if level is None:
             level = own.add(order)
-            index.open(order)
-            # publish_levels for this one level: a level behind its side's best
-            # leaves the top alone, and a rest at or above the best changes it.
-            assert price is not None  # a GTC order is a limit order
-            level_qty = level.quantity
-            changed = BookLevelChanged(seq, ts, symbol, side, price, level_qty)
-            if side is _BUY:
-                if bid is not None and price < bid:
-                    return [accepted, changed]
-                book.top = (price, level_qty, ask, ask_qty)
-                return [
-                    accepted, changed,
-                    TopOfBookChanged(seq, ts, symbol, price, level_qty, ask, ask_qty),
-                ]
-            if ask is not None and price > ask:
+        else:
+            level.queue.append(order)
+            level.quantity += qty
+            level.count += 1
+        # inlined: OrderIndex.open(index, order)
+        index.by_id[oid] = order
+        mine = index.by_user.get(user)
+        if mine is None:
+            index.by_user[user] = {oid: order}
+        else:
+            mine[oid] = order
+        if cid is not None:
+            index.client_ids[user, cid] = oid
+        # inlined: publish_levels(m, [level], ...). book.top is current (above):
+        # a level behind its side's best leaves it alone, and a rest at or
+        # above the best always changes it.
+        level_qty = level.quantity
+        changed = BookLevelChanged(seq, ts, symbol, side, price, level_qty)
+        if side is _BUY:
+            if bid is not None and price < bid:
                 return [accepted, changed]
-            book.top = (bid, bid_qty, price, level_qty)
+            book.top = (price, level_qty, ask, ask_qty)
             return [
                 accepted, changed,
-                TopOfBookChanged(seq, ts, symbol, bid, bid_qty, price, level_qty),
+                TopOfBookChanged(seq, ts, symbol, price, level_qty, ask, ask_qty),
             ]
-        # Take, then rest or close the remainder, then report the book.
-        events = [accepted]
+        if ask is not None and price > ask:
+            return [accepted, changed]
+        book.top = (bid, bid_qty, price, level_qty)
+        return [
+            accepted, changed,
+            TopOfBookChanged(seq, ts, symbol, bid, bid_qty, price, level_qty),
+        ]
+
+    def _take(
+        self, m: Market, order: RestingOrder, accepted: OrderAccepted, own: BookSide,
+        opposite: BookSide, seq: int, ts: int,
+    ) -> list[Event]:
+        """A valid place that crosses, or is IOC or FOK: match, then rest or close the rest."""
+        events: list[Event] = [accepted]
         dirty: Dirty = []
+        index = self._index
         self._next_trade_id = match(
             m, order, opposite, index, self._next_trade_id, events, dirty, seq, ts
         )
         remaining = order.remaining
-        if remaining and tif is _GTC:
+        if remaining and order.time_in_force is _GTC:
             dirty.append(own.add(order))
             index.open(order)
         else:
@@ -215,16 +268,58 @@ class Engine:
         return events
 
     def _cancel(self, c: CancelOrder, seq: int, ts: int) -> list[Event]:
+        """Cancel one open order: cancel_open and publish_levels, inlined."""
         oid, user = c.order_id, c.user_id
-        order = self._index.get(oid)
+        index = self._index
+        # inlined: OrderIndex.get(index, oid)
+        order = index.by_id.get(oid) if type(oid) is int else None
         if order is None or not order.remaining or order.user_id != user:
             return refused("cancel", oid, user, order, seq, ts)
-        m = self._markets[order.symbol]
-        events: list[Event] = []
-        dirty: Dirty = []
-        cancel_open(m, order, CancelReason.USER, self._index, events, dirty, seq, ts)
-        publish_levels(m, dirty, events, seq, ts)
-        return events
+        # From here on, the order's own fields: ``user`` may be an equal str of another type.
+        symbol, user = order.symbol, order.user_id
+        book = self._markets[symbol].book
+        side, price, cancelled = order.side, order.price, order.remaining
+        assert price is not None  # only limit orders rest
+        own = book.bids if side is _BUY else book.asks
+        # inlined: BookSide.take_out(own, order)
+        level = own.levels[price]
+        level_qty = level.quantity - cancelled
+        level.quantity = level_qty
+        level.count -= 1
+        if not level.count:
+            own.drop(level)
+        # inlined: report_cancelled(order, cancelled, CancelReason.USER, ...)
+        order.remaining = 0
+        order.status = _CANCELLED
+        order.updated_seq = seq
+        order.updated_ts = ts
+        cid = order.client_order_id
+        # Positional: field order of OrderCancelled (see _events); status is its default.
+        report = OrderCancelled(
+            seq, ts, symbol, oid, user, cid, side, price, order.quantity, order.filled,
+            cancelled, _USER,
+        )
+        # inlined: OrderIndex.close(index, order)
+        by_user = index.by_user
+        mine = by_user[user]
+        del mine[oid]
+        if not mine:
+            del by_user[user]
+        if cid is not None:
+            del index.client_ids[user, cid]
+        closed = index.closed
+        closed.append(oid)
+        if len(closed) > index.history:
+            del index.by_id[closed.popleft()]
+        # inlined: publish_levels for this one level. book.top is current (see
+        # apply). A resting order is never better than its side's best, so it
+        # is either behind it, or at it and moves it.
+        changed = BookLevelChanged(seq, ts, symbol, side, price, level_qty)
+        top = book.top
+        if price != (top[0] if side is _BUY else top[2]):
+            return [report, changed]
+        top = book.top = book.current_top()
+        return [report, changed, TopOfBookChanged(seq, ts, symbol, *top)]
 
     def _cancel_all(self, c: CancelAllOrders, seq: int, ts: int) -> list[Event]:
         symbol = c.symbol

@@ -95,22 +95,22 @@ def place_rejection(c: PlaceOrder, m: Market | None, index: OrderIndex) -> Rejec
             return RejectReason.INVALID_CLIENT_ORDER_ID
         if (user, cid) in index.client_ids:
             return RejectReason.DUPLICATE_CLIENT_ORDER_ID
-    # The book was reported after the last command, so book.top holds the
-    # current best prices: crossing means reaching the opposite one.
-    if side is _BUY:
-        ask = m.book.top[2]
-        crossing = ask is not None and (price is None or price >= ask)
-    else:
-        bid = m.book.top[0]
-        crossing = bid is not None and (price is None or price <= bid)
-    if crossing:
-        if post_only:
-            return RejectReason.POST_ONLY_WOULD_CROSS
-        opposite = m.book.asks if side is _BUY else m.book.bids
-        if tif is _FOK and not fillable(opposite, price, qty, user, stp):
+    if post_only or tif is _FOK:  # the two checks that look at the book
+        # The book was reported after the last command, so book.top holds the
+        # current best prices: crossing means reaching the opposite one.
+        bid, _, ask, _ = m.book.top
+        if side is _BUY:
+            crossing = ask is not None and (price is None or price >= ask)
+        else:
+            crossing = bid is not None and (price is None or price <= bid)
+        if crossing:
+            if post_only:
+                return RejectReason.POST_ONLY_WOULD_CROSS
+            opposite = m.book.asks if side is _BUY else m.book.bids
+            if not fillable(opposite, price, qty, user, stp):  # tif is FOK
+                return RejectReason.FOK_NOT_FILLABLE
+        elif tif is _FOK:  # nothing to cross at all
             return RejectReason.FOK_NOT_FILLABLE
-    elif tif is _FOK:  # nothing to cross at all
-        return RejectReason.FOK_NOT_FILLABLE
     return None
 
 
