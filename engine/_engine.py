@@ -299,18 +299,7 @@ class Engine:
             seq, ts, symbol, oid, user, cid, side, price, order.quantity, order.filled,
             cancelled, _USER,
         )
-        # inlined: OrderIndex.close(index, order)
-        by_user = index.by_user
-        mine = by_user[user]
-        del mine[oid]
-        if not mine:
-            del by_user[user]
-        if cid is not None:
-            del index.client_ids[user, cid]
-        closed = index.closed
-        closed.append(oid)
-        if len(closed) > index.history:
-            del index.by_id[closed.popleft()]
+        index.close(order)
         # inlined: publish_levels for this one level. book.top is current (see
         # apply). A resting order is never better than its side's best, so it
         # is either behind it, or at it and moves it.

@@ -16,8 +16,7 @@ Rules of this module:
   levels in the same order as :func:`match`, without changing anything; the
   two must change together.
 * A maker that leaves the book is closed in the order index at once; the
-  taker is the caller's to rest or close. :func:`match` closes a filled maker
-  with a copy of ``OrderIndex.close`` written out (see ``engine._orders``).
+  taker is the caller's to rest or close.
 """
 
 from __future__ import annotations
@@ -117,8 +116,6 @@ def match(
     taker_num, taker_den = m.taker_num, m.taker_den
     record_trade = m.trades.append
     append = events.append
-    by_id, by_user, client_ids = index.by_id, index.by_user, index.client_ids
-    closed, history = index.closed, index.history
     remaining, filled = order.remaining, order.filled
     stopped = False
     while remaining and keys:
@@ -190,16 +187,7 @@ def match(
             if not maker_left:
                 queue.popleft()
                 level.count -= 1
-                # inlined: OrderIndex.close(index, maker)
-                mine = by_user[maker_user]
-                del mine[maker_id]
-                if not mine:
-                    del by_user[maker_user]
-                if maker_cid is not None:
-                    del client_ids[maker_user, maker_cid]
-                closed.append(maker_id)
-                if len(closed) > history:
-                    del by_id[closed.popleft()]
+                index.close(maker)
                 if not remaining or not level.count:
                     break
             else:  # the maker is left partly filled, so the taker is filled
