@@ -183,6 +183,7 @@ class Run:
     trades: int
     book: Book
     latencies_ns: list[int] | None = field(default=None, repr=False)
+    cpu_seconds: float = 0.0  # process CPU time of the loop: what other jobs' load leaves out
 
 
 def _loop_ours(
@@ -193,8 +194,9 @@ def _loop_ours(
     apply = engine.apply
     clock = time.perf_counter_ns
     events = 0
+    cpu = time.process_time_ns
     gc.collect()
-    start = clock()
+    cpu_start, start = cpu(), clock()
     if lat is None:
         for seq, cmd in enumerate(cmds, 1):
             events += len(apply(cmd, seq=seq, ts=seq))
@@ -204,14 +206,14 @@ def _loop_ours(
             out = apply(cmd, seq=seq, ts=seq)
             lat[seq - 1] = clock() - t0
             events += len(out)
-    seconds = (clock() - start) / 1e9
+    seconds, cpu_seconds = (clock() - start) / 1e9, (cpu() - cpu_start) / 1e9
     depth = engine.depth(SYMBOL)
     last = engine.recent_trades(SYMBOL, 1)
     return Run(
         name, seconds, events, last[0].trade_id if last else 0,
         (tuple((lv.price, lv.quantity, lv.orders) for lv in depth.bids),
          tuple((lv.price, lv.quantity, lv.orders) for lv in depth.asks)),
-        lat,
+        lat, cpu_seconds,
     )
 
 
@@ -220,8 +222,9 @@ def _loop_peer(cmds: list[SequencedCommand], lat: list[int] | None) -> Run:
     process = engine.process
     clock = time.perf_counter_ns
     events = 0
+    cpu = time.process_time_ns
     gc.collect()
-    start = clock()
+    cpu_start, start = cpu(), clock()
     if lat is None:
         for sc in cmds:
             events += len(process(sc))
@@ -231,13 +234,13 @@ def _loop_peer(cmds: list[SequencedCommand], lat: list[int] | None) -> Run:
             out = process(sc)
             lat[i] = clock() - t0
             events += len(out)
-    seconds = (clock() - start) / 1e9
+    seconds, cpu_seconds = (clock() - start) / 1e9, (cpu() - cpu_start) / 1e9
     depth = engine.book.depth()
     return Run(
         PEER, seconds, events, engine.next_trade_id - 1,
         (tuple((lv.price, lv.qty, lv.orders) for lv in depth.bids),
          tuple((lv.price, lv.qty, lv.orders) for lv in depth.asks)),
-        lat,
+        lat, cpu_seconds,
     )
 
 
@@ -247,8 +250,9 @@ def _loop_pob(stream: Sequence[NewOrder | MeCancelOrder], lat: list[int] | None)
     match, cancel, get_order = book.match, book.cancel, book.get_order
     clock = time.perf_counter_ns
     events = 0
+    cpu = time.process_time_ns
     gc.collect()
-    start = clock()
+    cpu_start, start = cpu(), clock()
     if lat is None:
         for kind, order, account, owner in ops:
             if kind == _POB_LIMIT:
@@ -273,8 +277,8 @@ def _loop_pob(stream: Sequence[NewOrder | MeCancelOrder], lat: list[int] | None)
                 cancel(order)
             lat[i] = clock() - t0
             events += len(out)
-    seconds = (clock() - start) / 1e9
-    return Run(POB, seconds, events, events, _pob_book(book), lat)
+    seconds, cpu_seconds = (clock() - start) / 1e9, (cpu() - cpu_start) / 1e9
+    return Run(POB, seconds, events, events, _pob_book(book), lat, cpu_seconds)
 
 
 def _pob_book(book: pyorderbook.Book) -> Book:
@@ -518,8 +522,8 @@ def benchmark(
 ) -> tuple[dict[str, list[Run]], dict[str, list[Run]]]:
     """Run every engine ``rounds`` times per pass; cross-check ours and the peer each run.
 
-    With ``against``, it runs as one more engine, third in the rotation, so that
-    over every four rounds it goes before ours twice and after it twice.
+    With ``against``, it runs as one more engine, right before or right after
+    ours, in turn: the pair sees the same load on a shared host.
     """
     ours_cmds, peer_cmds = to_ours(stream), to_peer(stream)
     loops: dict[str, Callable[[list[int] | None], Run]] = {
@@ -527,17 +531,21 @@ def benchmark(
         PEER: lambda lat: _loop_peer(peer_cmds, lat),
         POB: lambda lat: _loop_pob(stream, lat),
     }
-    names = ENGINES
+    names: tuple[str, ...] = ENGINES
     if against is not None:
         against_cmds = to_ours(stream, against)
         loops[AGAINST] = lambda lat: _loop_ours(against_cmds, lat, against, AGAINST)
-        names = (OURS, PEER, AGAINST, POB)
+        names = (*ENGINES, AGAINST)
     untimed: dict[str, list[Run]] = {name: [] for name in names}
     timed: dict[str, list[Run]] = {name: [] for name in names}
     reference: Run | None = None
     n = len(stream)
     for r in range(rounds):
-        order = names[r % len(names):] + names[: r % len(names)]
+        order = ENGINES[r % len(ENGINES):] + ENGINES[: r % len(ENGINES)]
+        if against is not None:
+            pair = (OURS, AGAINST) if r % 2 == 0 else (AGAINST, OURS)
+            at = order.index(OURS)
+            order = (*order[:at], *pair, *order[at + 1:])
         for runs, with_timer in ((untimed, False), (timed, True)):
             for name in order:
                 run = loops[name]([0] * n if with_timer else None)
@@ -571,6 +579,7 @@ def summarize(
             t.latencies_ns = None  # free it
             raw.append({
                 "cmd_per_s": n / u.seconds,
+                "cpu_cmd_per_s": n / u.cpu_seconds,
                 "timed_cmd_per_s": n / t.seconds,
                 "p50_us": nearest_rank(lat, 0.50) / 1000,
                 "p99_us": nearest_rank(lat, 0.99) / 1000,
@@ -579,7 +588,9 @@ def summarize(
             })
         summary: dict[str, Any] = {
             key: round(median(r[key] for r in raw), 3 if key.endswith("_us") else 0)
-            for key in ("cmd_per_s", "p50_us", "p99_us", "p999_us", "timed_cmd_per_s")
+            for key in (
+                "cmd_per_s", "cpu_cmd_per_s", "p50_us", "p99_us", "p999_us", "timed_cmd_per_s"
+            )
         }
         summary["events_per_run"] = untimed_runs[0].events
         summary["trades_per_run"] = untimed_runs[0].trades
@@ -602,11 +613,14 @@ def against_comparison(
         ]
 
     untimed, timed = per_round("cmd_per_s"), per_round("timed_cmd_per_s")
+    cpu = per_round("cpu_cmd_per_s")
     return {
         "path": str(root),
         "revision": revision,
         "ratio_per_round": untimed,
         "median_ratio": round(median(untimed), 3),
+        "cpu_ratio_per_round": cpu,
+        "cpu_median_ratio": round(median(cpu), 3),
         "timed_ratio_per_round": timed,
         "timed_median_ratio": round(median(timed), 3),
         "same_events_and_state_hash": True,  # checked before the rounds, or no result at all
@@ -690,10 +704,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if against is not None:
         comparison = {"against": against_comparison(engines, against_root, against_revision)}
         c = comparison["against"]
-        print(f"\n{OURS} / {AGAINST} ({against_revision}), untimed cmd/s per round: "
-              f"{', '.join(f'{x:.3f}' for x in c['ratio_per_round'])}; median "
-              f"{c['median_ratio']:.3f}. Timed pass: median {c['timed_median_ratio']:.3f}; "
-              f"p99 {engines[OURS]['p99_us']:.2f} us vs {engines[AGAINST]['p99_us']:.2f} us.")
+        print(f"\n{OURS} / {AGAINST} ({against_revision}), ratio of cmd/s:")
+        for label, prefix in (("wall clock", ""), ("process CPU time", "cpu_"),
+                              ("timed pass", "timed_")):
+            rounds = ", ".join(f"{x:.3f}" for x in c[f"{prefix}ratio_per_round"])
+            print(f"  {label:<22} median {c[f'{prefix}median_ratio']:.3f}  per round {rounds}")
+        print(f"  p99 {engines[OURS]['p99_us']:.2f} us vs {engines[AGAINST]['p99_us']:.2f} us")
 
     result = {
         "engines": engines,
@@ -707,6 +723,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         },
         "measurement": {
             "cmd_per_s": "untimed loop over the whole stream, median over rounds",
+            "cpu_cmd_per_s": "the same loop over the process CPU time it took (time the "
+                             "process waited for a core on a shared host left out)",
             "timed_cmd_per_s": "the per-command-timed loop, timer overhead included",
             "latency": "perf_counter_ns around each apply/process/match call (timed pass); "
                        "nearest-rank percentiles per round, median over rounds",

@@ -21,9 +21,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from itertools import islice
 
-import msgspec
-
-from engine._book import BookSide, RestingOrder
+from engine import _state
+from engine._book import Market, RestingOrder
 from engine._commands import (
     AmendOrder,
     CancelAllOrders,
@@ -40,7 +39,6 @@ from engine._events import (
     CancelReason,
     Event,
     OrderAccepted,
-    OrderAmended,
     OrderCancelled,
     OrderStatus,
     RejectReason,
@@ -48,18 +46,8 @@ from engine._events import (
     TradeExecuted,
 )
 from engine._markets import DEFAULT_MARKETS, MarketSpec
-from engine._matching import (
-    Dirty,
-    Market,
-    cancel_open,
-    crosses,
-    match,
-    publish_book,
-    publish_levels,
-    report_cancelled,
-)
+from engine._matching import Dirty, amend, cancel_open, publish_book, take
 from engine._orders import OrderIndex
-from engine._state import book_queue, export_state, load_state, market_specs, state_hash, view
 from engine._validate import (
     COMPACT,
     MAX_CLIENT_ORDER_ID,
@@ -68,7 +56,7 @@ from engine._validate import (
     refused,
     rejected,
 )
-from engine._views import BookQueue, Depth, DepthLevel, EngineState, Order, TopOfBook
+from engine._views import BookQueue, Depth, EngineState, Order, TopOfBook
 
 _BUY, _SELL = Side.BUY, Side.SELL
 _GTC, _IOC = TimeInForce.GTC, TimeInForce.IOC
@@ -202,7 +190,11 @@ class Engine:
             seq, ts, symbol, oid, user, cid, side, order_type, tif, post_only, stp, price, qty,
         )
         if crossing or tif is not _GTC:
-            return self._take(m, order, accepted, own, opposite, seq, ts)
+            events: list[Event] = [accepted]
+            self._next_trade_id = take(
+                m, order, own, opposite, index, self._next_trade_id, events, seq, ts
+            )
+            return events
         # Rest, the most common command.
         assert price is not None  # a GTC order is a limit order
         # inlined: BookSide.add(own, order), where the level exists
@@ -242,30 +234,6 @@ class Engine:
             accepted, changed,
             TopOfBookChanged(seq, ts, symbol, bid, bid_qty, price, level_qty),
         ]
-
-    def _take(
-        self, m: Market, order: RestingOrder, accepted: OrderAccepted, own: BookSide,
-        opposite: BookSide, seq: int, ts: int,
-    ) -> list[Event]:
-        """A valid place that crosses, or is IOC or FOK: match, then rest or close the rest."""
-        events: list[Event] = [accepted]
-        dirty: Dirty = []
-        index = self._index
-        self._next_trade_id = match(
-            m, order, opposite, index, self._next_trade_id, events, dirty, seq, ts
-        )
-        remaining = order.remaining
-        if remaining and order.time_in_force is _GTC:
-            dirty.append(own.add(order))
-            index.open(order)
-        else:
-            if remaining:
-                report_cancelled(order, remaining, CancelReason.UNFILLED, events, seq, ts)
-            index.remember_closed(order)
-        # The levels touched are distinct: each opposite level is visited once,
-        # and the own level is on the other side.
-        publish_levels(m, dirty, events, seq, ts)
-        return events
 
     def _cancel(self, c: CancelOrder, seq: int, ts: int) -> list[Event]:
         """Cancel one open order: cancel_open and publish_levels, inlined."""
@@ -349,34 +317,9 @@ class Engine:
         quantity = order.quantity if c.quantity is None else c.quantity
         events: list[Event] = []
         dirty: Dirty = []
-        side, opposite = (m.book.bids, m.book.asks) if order.side is _BUY else (
-            m.book.asks, m.book.bids)
-        if price == order.price and quantity <= order.quantity:  # keeps its priority
-            shrink = order.quantity - quantity
-            level = side.levels[price]
-            level.quantity -= shrink
-            order.remaining -= shrink
-            order.quantity = quantity
-            order.updated_seq, order.updated_ts = seq, ts
-            dirty.append(level)
-            events.append(_amended(order, True, seq, ts))
-        else:
-            # The old queue entry stays behind, dead; a new object takes its place.
-            replacement = msgspec.structs.replace(
-                order, price=price, quantity=quantity, remaining=quantity - order.filled,
-                updated_seq=seq, updated_ts=ts,
-            )
-            dirty.append(side.take_out(order))
-            index.replace(replacement)
-            events.append(_amended(replacement, False, seq, ts))
-            if crosses(opposite, price):
-                self._next_trade_id = match(
-                    m, replacement, opposite, index, self._next_trade_id, events, dirty, seq, ts
-                )
-            if replacement.remaining:
-                dirty.append(side.add(replacement))
-            else:
-                index.close(replacement)
+        self._next_trade_id = amend(
+            m, order, price, quantity, index, self._next_trade_id, events, dirty, seq, ts
+        )
         publish_book(m, dirty, events, seq, ts)
         return events
 
@@ -394,12 +337,12 @@ class Engine:
     def order(self, order_id: int) -> Order | None:
         """An open order, or a closed one still in the history; None otherwise."""
         found = self._index.by_id.get(order_id)
-        return None if found is None else view(found)
+        return None if found is None else _state.view(found)
 
     def open_orders(self, user_id: str, symbol: str | None = None) -> list[Order]:
         """A user's open orders, oldest first."""
         mine = self._index.open_orders(user_id)
-        return [view(o) for o in mine if symbol is None or o.symbol == symbol]
+        return [_state.view(o) for o in mine if symbol is None or o.symbol == symbol]
 
     def depth(self, symbol: str, levels: int | None = None) -> Depth:
         """L2: aggregated levels, best first, at most ``levels`` per side.
@@ -407,13 +350,11 @@ class Engine:
         Raises:
             KeyError: unknown ``symbol``.
         """
-        book = self._markets[symbol].book
-        return Depth(symbol=symbol, bids=_aggregate(book.bids, levels),
-                     asks=_aggregate(book.asks, levels))
+        return _state.depth(symbol, self._markets[symbol].book, levels)
 
     def queue(self, symbol: str) -> BookQueue:
         """L3: every resting order in priority order. Raises KeyError for an unknown symbol."""
-        return book_queue(symbol, self._markets[symbol].book)
+        return _state.book_queue(symbol, self._markets[symbol].book)
 
     def top_of_book(self, symbol: str) -> TopOfBook:
         """Best bid and ask. Raises KeyError for an unknown symbol."""
@@ -430,7 +371,7 @@ class Engine:
 
     def export_state(self) -> EngineState:
         """Everything needed by :meth:`restore`, as plain immutable values."""
-        return export_state(
+        return _state.export_state(
             self._markets, self._index, last_seq=self._last_seq,
             next_trade_id=self._next_trade_id, order_history=self._order_history,
             trade_history=self._trade_history,
@@ -440,13 +381,13 @@ class Engine:
     def restore(cls, state: EngineState) -> Engine:
         """Rebuild an engine from :meth:`export_state`, queue positions included."""
         engine = cls(
-            market_specs(state),
+            _state.market_specs(state),
             order_history=state.order_history,
             trade_history=state.trade_history,
         )
         engine._last_seq = state.last_seq
         engine._next_trade_id = state.next_trade_id
-        load_state(state, engine._markets, engine._index)
+        _state.load_state(state, engine._markets, engine._index)
         return engine
 
     def state_hash(self) -> str:
@@ -456,24 +397,4 @@ class Engine:
         order, recent trades and the counters, so two engines with the same
         hash answer every query alike and react alike to any future command.
         """
-        return state_hash(self.export_state())
-
-
-def _amended(order: RestingOrder, priority_kept: bool, seq: int, ts: int) -> OrderAmended:
-    assert order.price is not None
-    return OrderAmended(
-        seq, ts, order.symbol, order.order_id, order.user_id, order.client_order_id,
-        order.side, order.price, order.quantity, order.filled, order.remaining,
-        order.status, priority_kept,
-    )
-
-
-def _aggregate(side: BookSide, limit: int | None) -> list[DepthLevel]:
-    out: list[DepthLevel] = []
-    if limit is not None and limit <= 0:
-        return out
-    for level in side:
-        out.append(DepthLevel(level.price, level.quantity, level.count))
-        if limit is not None and len(out) >= limit:
-            break
-    return out
+        return _state.state_hash(self.export_state())

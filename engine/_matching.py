@@ -1,4 +1,4 @@
-"""Matching: a taker against the book, and what a command reports about the book.
+"""Matching: orders against the book, and what a command reports about the book.
 
 Rules of this module:
 
@@ -15,33 +15,39 @@ Rules of this module:
 * :func:`fillable` answers the fill-or-kill question by walking the same
   levels in the same order as :func:`match`, without changing anything; the
   two must change together.
-* A maker that leaves the book is closed in the order index at once; the
-  taker is the caller's to rest or close.
+* A maker that leaves the book is closed in the order index at once. What a
+  new order leaves after matching rests at the back of its level if it is
+  GTC, and is cancelled as ``unfilled`` otherwise (:func:`take`).
+* An amend to the same price and no more quantity keeps the order's place in
+  its queue; any other amend is a new entry at the back, which may trade first
+  (:func:`amend`).
 """
 
 from __future__ import annotations
 
-from collections import deque
 from typing import Final
 
-from engine._book import Book, BookSide, Level, RestingOrder
-from engine._commands import SelfTradePrevention, Side
+import msgspec
+
+from engine._book import BookSide, Level, Market, RestingOrder
+from engine._commands import SelfTradePrevention, Side, TimeInForce
 from engine._events import (
     BookLevelChanged,
     CancelReason,
     Event,
     Liquidity,
+    OrderAmended,
     OrderCancelled,
     OrderFilled,
     OrderStatus,
     TopOfBookChanged,
     TradeExecuted,
 )
-from engine._markets import MarketSpec
 from engine._orders import OrderIndex
 
 _NO_LIMIT: Final = -(1 << 64)  # a market order's limit key: crosses every level
 _BUY = Side.BUY
+_GTC = TimeInForce.GTC
 _STP_NONE = SelfTradePrevention.NONE
 _STP_CANCEL_TAKER = SelfTradePrevention.CANCEL_TAKER
 _STP_CANCEL_MAKER = SelfTradePrevention.CANCEL_MAKER
@@ -51,33 +57,6 @@ _MAKER, _TAKER = Liquidity.MAKER, Liquidity.TAKER
 
 Dirty = list[Level]
 """Every level a command touched, in order: what :func:`publish_book` reports."""
-
-
-class Market:
-    """One market's book plus its rules pre-computed as integers."""
-
-    __slots__ = (
-        "book",
-        "maker_den",
-        "maker_num",
-        "min_lots",
-        "min_notional",
-        "spec",
-        "symbol",
-        "taker_den",
-        "taker_num",
-        "trades",
-    )
-
-    def __init__(self, spec: MarketSpec, trade_history: int) -> None:
-        self.spec = spec
-        self.symbol = spec.symbol
-        self.book = Book()
-        self.min_lots = spec.min_lots
-        self.min_notional = spec.min_notional_units
-        self.maker_num, self.maker_den = spec.fee_factor(spec.maker_fee_rate)
-        self.taker_num, self.taker_den = spec.fee_factor(spec.taker_fee_rate)
-        self.trades: deque[TradeExecuted] = deque(maxlen=trade_history)
 
 
 def match(
@@ -213,7 +192,10 @@ def report_cancelled(
     seq: int,
     ts: int,
 ) -> None:
-    """Mark ``order`` cancelled and report it. The caller takes it off the book."""
+    """Mark ``order`` cancelled and report it. The caller takes it off the book.
+
+    ``Engine._cancel`` writes this out (``inlined: report_cancelled``).
+    """
     order.remaining = 0
     order.status = _CANCELLED
     order.updated_seq = seq
@@ -239,6 +221,91 @@ def cancel_open(
     index.close(order)
 
 
+def take(
+    m: Market,
+    order: RestingOrder,
+    own: BookSide,
+    opposite: BookSide,
+    index: OrderIndex,
+    trade_id: int,
+    events: list[Event],
+    seq: int,
+    ts: int,
+) -> int:
+    """A new order that crosses, or is IOC or FOK: match it, then rest (GTC) or
+    cancel what remains, and report the book; return the next trade id."""
+    dirty: Dirty = []
+    trade_id = match(m, order, opposite, index, trade_id, events, dirty, seq, ts)
+    remaining = order.remaining
+    if remaining and order.time_in_force is _GTC:
+        dirty.append(own.add(order))
+        index.open(order)
+    else:
+        if remaining:
+            report_cancelled(order, remaining, CancelReason.UNFILLED, events, seq, ts)
+        index.remember_closed(order)
+    # The levels touched are distinct: each opposite level is visited once,
+    # and the own level is on the other side.
+    publish_levels(m, dirty, events, seq, ts)
+    return trade_id
+
+
+def amend(
+    m: Market,
+    order: RestingOrder,
+    price: int,
+    quantity: int,
+    index: OrderIndex,
+    trade_id: int,
+    events: list[Event],
+    dirty: Dirty,
+    seq: int,
+    ts: int,
+) -> int:
+    """Give an open order a new ``price`` and total ``quantity``; return the next trade id.
+
+    The same price and no more quantity keep the order's place in its queue.
+    Otherwise a replacement goes to the back of its (new) level, after taking
+    what it crosses as a taker; the old queue entry stays behind, dead.
+    """
+    book = m.book
+    side, opposite = (book.bids, book.asks) if order.side is _BUY else (book.asks, book.bids)
+    if price == order.price and quantity <= order.quantity:
+        shrink = order.quantity - quantity
+        level = side.levels[price]
+        level.quantity -= shrink
+        order.remaining -= shrink
+        order.quantity = quantity
+        order.updated_seq, order.updated_ts = seq, ts
+        dirty.append(level)
+        events.append(_amended(order, True, seq, ts))
+        return trade_id
+    replacement = msgspec.structs.replace(
+        order, price=price, quantity=quantity, remaining=quantity - order.filled,
+        updated_seq=seq, updated_ts=ts,
+    )
+    dirty.append(side.take_out(order))
+    index.replace(replacement)
+    events.append(_amended(replacement, False, seq, ts))
+    if crosses(opposite, price):
+        trade_id = match(m, replacement, opposite, index, trade_id, events, dirty, seq, ts)
+    if replacement.remaining:
+        dirty.append(side.add(replacement))
+    else:
+        index.close(replacement)
+    return trade_id
+
+
+def _amended(order: RestingOrder, priority_kept: bool, seq: int, ts: int) -> OrderAmended:
+    assert order.price is not None
+    # Positional: field order of OrderAmended (see _events).
+    return OrderAmended(
+        seq, ts, order.symbol, order.order_id, order.user_id, order.client_order_id,
+        order.side, order.price, order.quantity, order.filled, order.remaining,
+        order.status, priority_kept,
+    )
+
+
 def publish_book(m: Market, dirty: Dirty, events: list[Event], seq: int, ts: int) -> None:
     """Report the final quantity of every touched level, then the top of book if it moved."""
     if len(dirty) > 1:
@@ -254,7 +321,11 @@ def publish_book(m: Market, dirty: Dirty, events: list[Event], seq: int, ts: int
 
 
 def publish_levels(m: Market, levels: Dirty, events: list[Event], seq: int, ts: int) -> None:
-    """:func:`publish_book` for ``levels`` known to be distinct (a place touches each once)."""
+    """:func:`publish_book` for ``levels`` known to be distinct (a place touches each once).
+
+    ``Engine.apply`` (an order resting) and ``Engine._cancel`` write this out
+    for their one level (``inlined: publish_levels``): change all three together.
+    """
     symbol = m.symbol
     append = events.append
     book = m.book

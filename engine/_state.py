@@ -22,12 +22,11 @@ from collections.abc import Iterable, Mapping
 import attrs
 import msgspec
 
-from engine._book import Book, RestingOrder
+from engine._book import Book, BookSide, Market, RestingOrder
 from engine._commands import Side
 from engine._markets import MarketSpec
-from engine._matching import Market
 from engine._orders import OrderIndex
-from engine._views import BookQueue, EngineState, MarketState, Order
+from engine._views import BookQueue, Depth, DepthLevel, EngineState, MarketState, Order
 
 
 def export_state(
@@ -92,6 +91,23 @@ def book_queue(symbol: str, book: Book) -> BookQueue:
         bids=[view(o) for level in book.bids for o in level.live()],
         asks=[view(o) for level in book.asks for o in level.live()],
     )
+
+
+def depth(symbol: str, book: Book, levels: int | None) -> Depth:
+    """L2: aggregated levels, best first, at most ``levels`` per side (None: all)."""
+    return Depth(symbol=symbol, bids=_aggregate(book.bids, levels),
+                 asks=_aggregate(book.asks, levels))
+
+
+def _aggregate(side: BookSide, limit: int | None) -> list[DepthLevel]:
+    out: list[DepthLevel] = []
+    if limit is not None and limit <= 0:
+        return out
+    for level in side:
+        out.append(DepthLevel(level.price, level.quantity, level.count))
+        if limit is not None and len(out) >= limit:
+            break
+    return out
 
 
 def spec_fields(spec: MarketSpec) -> dict[str, str | int]:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from engine._book import RestingOrder
+from engine._book import Market, RestingOrder
 from engine._commands import (
     AmendOrder,
     OrderType,
@@ -30,7 +30,7 @@ from engine._commands import (
 )
 from engine._events import Event, OrderRejected, RejectReason
 from engine._markets import MAX_UNITS
-from engine._matching import Market, crosses, fillable
+from engine._matching import crosses, fillable
 from engine._orders import OrderIndex
 
 MAX_CLIENT_ORDER_ID: Final = 64
@@ -48,6 +48,9 @@ def place_rejection(c: PlaceOrder, m: Market | None, index: OrderIndex) -> Rejec
     """Why ``c`` may not be placed, or None; ``m`` is its market (None: unknown symbol).
 
     A valid limit order without a time in force is GTC, a market order IOC.
+    ``Engine.apply`` lets the common orders through with a stricter copy of
+    these checks (``inlined: place_rejection``) and calls this for the rest:
+    a rule changed here must be changed there, or made to send its orders here.
     """
     if m is None:
         return RejectReason.UNKNOWN_SYMBOL
