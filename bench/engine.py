@@ -67,7 +67,7 @@ AGAINST = "against"  # --against PATH: a second copy of our engine, e.g. the com
 ENGINES = (OURS, PEER, POB)
 
 SYMBOL = "SIM"
-SPEC_FIELDS = {
+SPEC_FIELDS: dict[str, Any] = {
     "symbol": SYMBOL, "base": "SIM", "quote": "USD",
     "tick_size": "1", "lot_size": "1", "min_quantity": "1", "min_notional": "0",
     "maker_fee_rate": "0.0002", "taker_fee_rate": "0.0005",
@@ -116,28 +116,29 @@ def to_ours(
     stream: Sequence[NewOrder | MeCancelOrder], eng: ModuleType = ours_engine
 ) -> list[PlaceOrder | CancelOrder]:
     """The stream as commands of ``eng`` (our ``engine`` package, or the --against copy)."""
-    out: list[PlaceOrder | CancelOrder] = []
-    buy, sell = eng.Side.BUY, eng.Side.SELL
-    for c in stream:
-        if type(c) is MeCancelOrder:
-            out.append(eng.CancelOrder(order_id=c.order_id, user_id=str(c.account)))
-            continue
-        assert type(c) is NewOrder
-        market = c.order_type is MeOrderType.MARKET
-        out.append(
-            eng.PlaceOrder(
-                order_id=c.order_id,
-                user_id=str(c.account),
-                symbol=SYMBOL,
-                side=buy if c.side is MeSide.BUY else sell,
-                quantity=c.qty,
-                price=None if market else c.price,
-                order_type=eng.OrderType.MARKET if market else eng.OrderType.LIMIT,
-                time_in_force=eng.TimeInForce.IOC if market else eng.TimeInForce.GTC,
-                self_trade_prevention=eng.SelfTradePrevention.CANCEL_TAKER,
-            )
-        )
-    return out
+    return [translate(c, eng) for c in stream]
+
+
+def translate(c: NewOrder | MeCancelOrder, eng: ModuleType) -> PlaceOrder | CancelOrder:
+    """One command of the stream as a command of ``eng``."""
+    command: PlaceOrder | CancelOrder
+    if type(c) is MeCancelOrder:
+        command = eng.CancelOrder(order_id=c.order_id, user_id=str(c.account))
+        return command
+    assert type(c) is NewOrder
+    market = c.order_type is MeOrderType.MARKET
+    command = eng.PlaceOrder(
+        order_id=c.order_id,
+        user_id=str(c.account),
+        symbol=SYMBOL,
+        side=eng.Side.BUY if c.side is MeSide.BUY else eng.Side.SELL,
+        quantity=c.qty,
+        price=None if market else c.price,
+        order_type=eng.OrderType.MARKET if market else eng.OrderType.LIMIT,
+        time_in_force=eng.TimeInForce.IOC if market else eng.TimeInForce.GTC,
+        self_trade_prevention=eng.SelfTradePrevention.CANCEL_TAKER,
+    )
+    return command
 
 
 def to_peer(stream: Sequence[NewOrder | MeCancelOrder]) -> list[SequencedCommand]:
@@ -447,6 +448,50 @@ def check_same_events(
           f"commands and the same state hash ({ours_hashes[-1][:16]}...)", flush=True)
 
 
+def lockstep(
+    against: ModuleType, stream: Sequence[NewOrder | MeCancelOrder], rounds: int, chunk: int
+) -> dict[str, list[float]]:
+    """Ours / ``against`` in throughput, the two run side by side, ``chunk`` commands at a time.
+
+    Each round feeds the stream to a fresh engine of each, in turns of ``chunk``
+    commands, the one going first alternating from turn to turn, and adds up the
+    time of each. A shared host's load changes within a second; two engines
+    that take turns every few milliseconds see the same load, so their ratio
+    is far steadier than that of two whole runs.
+    """
+    clock, cpu = time.perf_counter_ns, time.process_time_ns
+    spec = {OURS: ours_engine, AGAINST: against}
+    # Built in turns too, so that neither gets the better placed memory.
+    cmds: dict[str, list[PlaceOrder | CancelOrder]] = {OURS: [], AGAINST: []}
+    for c in stream:
+        for name, eng in spec.items():
+            cmds[name].append(translate(c, eng))
+    n = len(stream)
+    wall: list[float] = []
+    cpu_ratios: list[float] = []
+    for r in range(rounds):
+        names = (OURS, AGAINST) if r % 2 == 0 else (AGAINST, OURS)
+        applies = {name: spec[name].Engine([spec[name].MarketSpec(**SPEC_FIELDS)]).apply
+                   for name in names}
+        spent = {name: [0, 0] for name in spec}  # wall ns, CPU ns
+        gc.collect()
+        for turn, lo in enumerate(range(0, n, chunk)):
+            hi = min(lo + chunk, n)
+            for name in (OURS, AGAINST) if (turn + r) % 2 == 0 else (AGAINST, OURS):
+                apply, todo = applies[name], cmds[name]
+                c0, w0 = cpu(), clock()
+                for seq in range(lo + 1, hi + 1):
+                    apply(todo[seq - 1], seq=seq, ts=seq)
+                w1, c1 = clock(), cpu()
+                spent[name][0] += w1 - w0
+                spent[name][1] += c1 - c0
+        wall.append(round(spent[AGAINST][0] / spent[OURS][0], 3))
+        cpu_ratios.append(round(spent[AGAINST][1] / spent[OURS][1], 3))
+        print(f"  lockstep round {r + 1}/{rounds}: {OURS} / {AGAINST} {wall[-1]:.3f} "
+              f"(CPU time {cpu_ratios[-1]:.3f})", flush=True)
+    return {"ratio_per_round": wall, "cpu_ratio_per_round": cpu_ratios}
+
+
 # ---------------------------------------------------------------------- main
 
 
@@ -526,6 +571,12 @@ def benchmark(
     ours, in turn: the pair sees the same load on a shared host.
     """
     ours_cmds, peer_cmds = to_ours(stream), to_peer(stream)
+    if against is not None:
+        # Built in turns, so that neither gets the better placed memory.
+        ours_cmds, against_cmds = [], []
+        for c in stream:
+            ours_cmds.append(translate(c, ours_engine))
+            against_cmds.append(translate(c, against))
     loops: dict[str, Callable[[list[int] | None], Run]] = {
         OURS: lambda lat: _loop_ours(ours_cmds, lat),
         PEER: lambda lat: _loop_peer(peer_cmds, lat),
@@ -533,7 +584,6 @@ def benchmark(
     }
     names: tuple[str, ...] = ENGINES
     if against is not None:
-        against_cmds = to_ours(stream, against)
         loops[AGAINST] = lambda lat: _loop_ours(against_cmds, lat, against, AGAINST)
         names = (*ENGINES, AGAINST)
     untimed: dict[str, list[Run]] = {name: [] for name in names}
@@ -650,6 +700,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="also run the engine package of another checkout (e.g. the "
                              "commit before a change) in the same rounds, after checking it "
                              "gives the same events and state hash; report ours / it per round")
+    parser.add_argument("--lockstep-rounds", type=int, default=None, metavar="N",
+                        help="with --against: rounds in which ours and it take turns on the "
+                             "stream, --lockstep-chunk commands at a time (default: --rounds)")
+    parser.add_argument("--lockstep-chunk", type=int, default=1000, metavar="COMMANDS",
+                        help="commands per turn in the lockstep rounds (default 1000)")
     parser.add_argument("--profile", action="store_true",
                         help="only cProfile ours on the stream, then print the mean latency "
                              "per kind of command for ours and the peer; write no JSON")
@@ -657,6 +712,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.count < 1 or args.rounds < 1:
         parser.error("--count and --rounds must be at least 1")
+    if args.lockstep_chunk < 1 or (args.lockstep_rounds or 0) < 0:
+        parser.error("--lockstep-chunk must be at least 1, --lockstep-rounds not negative")
 
     stream = list(order_flow(seed=args.seed, count=args.count))
     if args.profile:
@@ -678,6 +735,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     floor = timer_floor_ns()
     untimed, timed = benchmark(stream, args.rounds, against)
     engines = summarize(args.count, untimed, timed)
+    steps: dict[str, list[float]] = {}
+    if against is not None:
+        lockstep_rounds = args.rounds if args.lockstep_rounds is None else args.lockstep_rounds
+        if lockstep_rounds:
+            print(f"lockstep: {OURS} and {AGAINST} in turns of {args.lockstep_chunk:,} commands")
+            steps = lockstep(against, stream, lockstep_rounds, args.lockstep_chunk)
 
     ours, peer = engines[OURS], engines[PEER]
     ratio = ours["cmd_per_s"] / peer["cmd_per_s"]
@@ -704,11 +767,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     if against is not None:
         comparison = {"against": against_comparison(engines, against_root, against_revision)}
         c = comparison["against"]
+        if steps:
+            c["lockstep"] = {
+                "chunk": args.lockstep_chunk,
+                **steps,
+                "median_ratio": median(steps["ratio_per_round"]),
+                "cpu_median_ratio": median(steps["cpu_ratio_per_round"]),
+            }
         print(f"\n{OURS} / {AGAINST} ({against_revision}), ratio of cmd/s:")
         for label, prefix in (("wall clock", ""), ("process CPU time", "cpu_"),
                               ("timed pass", "timed_")):
             rounds = ", ".join(f"{x:.3f}" for x in c[f"{prefix}ratio_per_round"])
             print(f"  {label:<22} median {c[f'{prefix}median_ratio']:.3f}  per round {rounds}")
+        if steps:
+            for label, prefix in (("lockstep", ""), ("lockstep, CPU time", "cpu_")):
+                step = c["lockstep"]
+                rounds = ", ".join(f"{x:.3f}" for x in step[f"{prefix}ratio_per_round"])
+                print(f"  {label:<22} median {step[f'{prefix}median_ratio']:.3f}  "
+                      f"per round {rounds}")
         print(f"  p99 {engines[OURS]['p99_us']:.2f} us vs {engines[AGAINST]['p99_us']:.2f} us")
 
     result = {
