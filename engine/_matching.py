@@ -60,15 +60,8 @@ Dirty = list[Level]
 
 
 def match(
-    m: Market,
-    order: RestingOrder,
-    opposite: BookSide,
-    index: OrderIndex,
-    trade_id: int,
-    events: list[Event],
-    dirty: Dirty,
-    seq: int,
-    ts: int,
+    m: Market, order: RestingOrder, opposite: BookSide, index: OrderIndex, trade_id: int,
+    events: list[Event], dirty: Dirty, seq: int, ts: int,
 ) -> int:
     """Cross ``order`` against ``opposite`` as the taker; return the next trade id.
 
@@ -185,12 +178,8 @@ def match(
 
 
 def report_cancelled(
-    order: RestingOrder,
-    cancelled: int,
-    reason: CancelReason,
-    events: list[Event],
-    seq: int,
-    ts: int,
+    order: RestingOrder, cancelled: int, reason: CancelReason, events: list[Event],
+    seq: int, ts: int,
 ) -> None:
     """Mark ``order`` cancelled and report it. The caller takes it off the book.
 
@@ -222,15 +211,8 @@ def cancel_open(
 
 
 def take(
-    m: Market,
-    order: RestingOrder,
-    own: BookSide,
-    opposite: BookSide,
-    index: OrderIndex,
-    trade_id: int,
-    events: list[Event],
-    seq: int,
-    ts: int,
+    m: Market, order: RestingOrder, own: BookSide, opposite: BookSide, index: OrderIndex,
+    trade_id: int, events: list[Event], seq: int, ts: int,
 ) -> int:
     """A new order that crosses, or is IOC or FOK: match it, then rest (GTC) or
     cancel what remains, and report the book; return the next trade id."""
@@ -251,16 +233,8 @@ def take(
 
 
 def amend(
-    m: Market,
-    order: RestingOrder,
-    price: int,
-    quantity: int,
-    index: OrderIndex,
-    trade_id: int,
-    events: list[Event],
-    dirty: Dirty,
-    seq: int,
-    ts: int,
+    m: Market, order: RestingOrder, price: int, quantity: int, index: OrderIndex,
+    trade_id: int, events: list[Event], dirty: Dirty, seq: int, ts: int,
 ) -> int:
     """Give an open order a new ``price`` and total ``quantity``; return the next trade id.
 
