@@ -8,12 +8,12 @@ Everything public is re-exported here; the modules behind it are private.
 * ``_commands``: what goes in (``PlaceOrder``, ``CancelOrder``, ...).
 * ``_events``: what comes out (``OrderAccepted``, ``TradeExecuted``, ...).
 * ``_markets``: market rules and exact decimal <-> integer conversion.
-* ``_book``: the price-level / FIFO queue data structure.
+* ``_book``: the price-level / FIFO queue data structure, and a market's state.
 * ``_orders``: the order index (by id, by user, by client order id).
 * ``_validate``: which commands are refused, and why.
 * ``_matching``: price-time matching, fees, and the book report of a command.
 * ``_engine``: :class:`Engine`, which sequences each command, and its queries.
-* ``_state``: state export, restore and hash.
+* ``_state``: state export, restore and hash, and the views queries answer with.
 * ``_views``: immutable query results and exported state.
 * ``_journal``: the journal's byte formats (records and snapshots), pure
   functions over bytes; the files themselves are the gateway's.

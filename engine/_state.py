@@ -1,4 +1,4 @@
-"""State export, restore and hash: the engine as plain values, and back.
+"""State export, restore and hash, and the query views: the engine as plain values.
 
 Rules of this module:
 
@@ -9,9 +9,9 @@ Rules of this module:
   user's open orders in the user's own order (the books alone do not hold it).
 * Restoring an export gives the same :func:`state_hash`; the hash is the
   BLAKE2b-256 of the export's MessagePack, so equal hashes mean equal states.
-* Nothing exported refers to the engine's mutable objects: orders are copied
-  into :class:`engine.Order` views by field name (:func:`view`), and back
-  (:func:`resting`).
+* Nothing exported or answered to a query refers to the engine's mutable
+  objects: orders are copied into :class:`engine.Order` views by field name
+  (:func:`view`), and back (:func:`resting`); depth and queues are new lists.
 """
 
 from __future__ import annotations
