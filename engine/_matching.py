@@ -306,13 +306,11 @@ def publish_levels(m: Market, levels: Dirty, events: list[Event], seq: int, ts: 
     bid, _, ask, _ = book.top
     moved = False
     for level in levels:
-        price = level.price
-        append(BookLevelChanged(seq, ts, symbol, level.side, price, level.quantity))
+        price, side = level.price, level.side
+        append(BookLevelChanged(seq, ts, symbol, side, price, level.quantity))
         # A level strictly behind the reported best cannot move the top of book.
-        if level.side is _BUY:
-            moved = moved or bid is None or price >= bid
-        else:
-            moved = moved or ask is None or price <= ask
+        if not moved:
+            moved = (bid is None or price >= bid) if side is _BUY else (ask is None or price <= ask)
     if moved:
         top = book.current_top()
         if top != book.top:
