@@ -14,6 +14,10 @@ Rules of this module:
   live in one place each: what is refused in ``_validate``, how orders trade
   and what the book reports in ``_matching``, the order index in ``_orders``,
   export, restore and hash in ``_state``. ``docs/engine.md`` writes them down.
+* Except on the hot paths, a place and a cancel, which carry copies of a few
+  of those functions written out, each marked ``# inlined: <function>``,
+  because the call costs more than the engine may lose (bench/README.md,
+  "Engine", lists each with its price). A copy changes with its function.
 """
 
 from __future__ import annotations
@@ -236,7 +240,7 @@ class Engine:
         ]
 
     def _cancel(self, c: CancelOrder, seq: int, ts: int) -> list[Event]:
-        """Cancel one open order: cancel_open and publish_levels, inlined."""
+        """Cancel one open order: ``cancel_open`` and ``publish_levels``, written out."""
         oid, user = c.order_id, c.user_id
         index = self._index
         # inlined: OrderIndex.get(index, oid)
@@ -281,12 +285,8 @@ class Engine:
     def _cancel_all(self, c: CancelAllOrders, seq: int, ts: int) -> list[Event]:
         symbol = c.symbol
         if symbol is not None and (type(symbol) is not str or symbol not in self._markets):
-            return [
-                rejected(
-                    seq, ts, "cancel_all", symbol, None, c.user_id, None,
-                    RejectReason.UNKNOWN_SYMBOL,
-                )
-            ]
+            reason = RejectReason.UNKNOWN_SYMBOL
+            return [rejected(seq, ts, "cancel_all", symbol, None, c.user_id, None, reason)]
         user = c.user_id
         if type(user) is not str:
             return []
