@@ -32,8 +32,7 @@ from collections.abc import Callable
 import msgspec
 import trio
 
-from engine import Command, Engine, Event, OrderRejected, PlaceOrder
-from engine._journal import encode_record, encode_snapshot
+from engine import Command, Engine, Event, OrderRejected, PlaceOrder, encode_record, encode_snapshot
 from gateway._hub import Hub
 from gateway._journal import Fsync, JournalWriter, write_snapshot
 from gateway._stats import Stats
