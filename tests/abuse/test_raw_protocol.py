@@ -19,8 +19,8 @@ import trio
 from wsclient import CLOSE, PING, TEXT, TIMEOUT, RawClient, close_code, wait_for_stats
 
 from gateway import Gateway
+from gateway._frames import BINARY, CONTINUATION, PONG
 
-PONG, BINARY, CONTINUATION = 0xA, 0x2, 0x0
 PING_JSON = b'{"action": "ping", "id": 1}'
 
 
