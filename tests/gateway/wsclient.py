@@ -133,6 +133,8 @@ async def open_ws(url: str, **options: Any) -> AsyncIterator[WebSocketConnection
     garbage collector; ``filterwarnings = error`` turns either into a failure
     in some later test. Owning the stream and handing it to the public
     ``wrap_client_stream`` avoids both. ``options`` go to ``wrap_client_stream``.
+    A single error from inside (the block's, or the reader task's) comes out as
+    itself, not in an exception group, as from ``open_websocket_url``.
 
     Raises:
         ConnectionRejected: the server refused the handshake (its status and body).
@@ -144,7 +146,7 @@ async def open_ws(url: str, **options: Any) -> AsyncIterator[WebSocketConnection
     with trio.fail_after(TIMEOUT):
         stream = await trio.open_tcp_stream(parts.hostname, parts.port)
     try:
-        async with trio.open_nursery() as nursery:
+        async with trio.open_nursery() as nursery:  # trio-websocket's reader task
             with trio.fail_after(TIMEOUT):
                 ws = await wrap_client_stream(nursery, stream, parts.hostname, resource,
                                               **options)
@@ -154,6 +156,10 @@ async def open_ws(url: str, **options: Any) -> AsyncIterator[WebSocketConnection
                 with trio.move_on_after(TIMEOUT):
                     await ws.aclose()
                 nursery.cancel_scope.cancel()
+    except BaseExceptionGroup as group:  # one error (a refusal, a failed assert): itself
+        if len(group.exceptions) == 1:
+            raise group.exceptions[0] from None
+        raise
     finally:
         await stream.aclose()
 
