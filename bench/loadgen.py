@@ -159,7 +159,8 @@ class Worker:
         self.masked_frames = 0
         self.subscribed = 0
         self.failures: Counter[str] = Counter()
-        self.subscribe_frame = client_frame(TEXT, spec.subscribe) if spec.subscribe else b""
+        self.subscribe_frame = (client_frame(TEXT, spec.subscribe, key=os.urandom(4))
+                                if spec.subscribe else b"")
         host = f"{spec.host}:{spec.port}"
         self.request_head = (f"GET {spec.path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\n"
                              "Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n").encode()
@@ -330,7 +331,7 @@ class Worker:
         opcode, fin = first & 0x0F, first & 0x80
         if opcode == PING_OPCODE:
             self.pings += 1
-            self._send(c, client_frame(PONG, payload))
+            self._send(c, client_frame(PONG, payload, key=os.urandom(4)))
         elif opcode == PONG:
             pass
         elif opcode == CLOSE:
@@ -393,7 +394,8 @@ class Worker:
         if c.sock is not None:
             if reply:
                 with contextlib.suppress(OSError):
-                    c.sock.send(client_frame(CLOSE, (code or 1000).to_bytes(2, "big")))
+                    c.sock.send(client_frame(CLOSE, (code or 1000).to_bytes(2, "big"),
+                                                 key=os.urandom(4)))
             with contextlib.suppress(OSError, KeyError, ValueError):
                 self.epoll.unregister(c.fd)
             self.by_fd.pop(c.fd, None)

@@ -97,7 +97,7 @@ def http_request(path: str, host: str, body: bytes, headers: tuple[str, ...] = (
 def ws_place(request_id: int, side: str, price: str) -> bytes:
     """One masked text frame ``{"action":"place","id":N,"order":{...}}``."""
     return client_frame(TEXT, _compact({"action": "place", "id": request_id,
-                                        "order": our_order(side, price)}))
+                                        "order": our_order(side, price)}), key=os.urandom(4))
 
 
 def ws_handshake(host: str, path: str) -> bytes:
@@ -434,7 +434,7 @@ class Worker:
                     self.error_samples.append(payload[:300].decode("utf-8", "replace"))
                 self._reply(c, verdict == "ack", key, now)
             elif opcode == PING_OPCODE:
-                self._send(c, client_frame(PONG, payload))
+                self._send(c, client_frame(PONG, payload, key=os.urandom(4)))
             elif opcode == CLOSE:
                 self._lost(c, f"closed by the server: {close_code(payload)}")
                 return

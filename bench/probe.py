@@ -56,7 +56,7 @@ class Probe:
             frames, self.buffer = split_frames(self.buffer)
             for opcode, _fin, payload in frames:
                 if opcode == PING_OPCODE:
-                    self.sock.sendall(client_frame(PONG, payload))
+                    self.sock.sendall(client_frame(PONG, payload, key=os.urandom(4)))
                 elif opcode == CLOSE:
                     raise ConnectionError(f"closed by the server: {payload[:2].hex()}")
                 elif opcode == TEXT and kind in payload and marker in payload:
@@ -70,11 +70,11 @@ class Probe:
         request = {"action": "subscribe", "stream": "trades", "symbol": "ETH/USDT",
                    "id": request_id}
         start = time.monotonic_ns()
-        self.sock.sendall(client_frame(TEXT, json.dumps(request).encode()))
+        self.sock.sendall(client_frame(TEXT, json.dumps(request).encode(), key=os.urandom(4)))
         self.wait_for(b'"subscribed"', request_id)
         rtt = time.monotonic_ns() - start
         request["action"], request["id"] = "unsubscribe", request_id + 1
-        self.sock.sendall(client_frame(TEXT, json.dumps(request).encode()))
+        self.sock.sendall(client_frame(TEXT, json.dumps(request).encode(), key=os.urandom(4)))
         self.wait_for(b'"unsubscribed"', request_id + 1)
         return rtt
 

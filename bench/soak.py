@@ -129,14 +129,15 @@ async def cycle(host: str, port: int, rng: random.Random) -> None:
         if not head.startswith(b"HTTP/1.1 101 "):
             raise RuntimeError(f"handshake refused: {head[:80]!r}")
         frames = Frames(stream, rest)
-        await stream.send_all(client_frame(TEXT, json.dumps(rng.choice(STREAMS)).encode()))
+        await stream.send_all(client_frame(TEXT, json.dumps(rng.choice(STREAMS)).encode(),
+                                         key=os.urandom(4)))
         while True:
             opcode, payload = await frames.next()
             if opcode == TEXT and json.loads(payload)["type"] == "subscribed":
                 break
         if rng.random() < 0.25:
             return  # abrupt: TCP closed under the connection
-        await stream.send_all(client_frame(CLOSE, (1000).to_bytes(2, "big")))
+        await stream.send_all(client_frame(CLOSE, (1000).to_bytes(2, "big"), key=os.urandom(4)))
         while (await frames.next())[0] != CLOSE:
             pass
     finally:

@@ -2,9 +2,9 @@
 
 Rules of this module:
 
-* Pure functions over bytes: no trio, no sockets, no clock. The one source of
-  randomness is a client frame's default masking key (``os.urandom``, as RFC
-  6455, 5.3 asks); pass ``key`` to choose it.
+* Pure functions over bytes: no trio, no sockets, no clock, no randomness. A
+  client frame's masking key is the caller's (RFC 6455, 5.3 wants it random:
+  ``os.urandom(4)``), so the same arguments always build the same bytes.
 * One header layout, written by :func:`frame_header` and read by
   :func:`frame_at`; everything else here is built on those two. Lengths use
   the shortest form (7, 16 or 64 bits), as the RFC requires.
@@ -27,7 +27,6 @@ Rules of this module:
 
 from __future__ import annotations
 
-import os
 import struct
 from typing import NamedTuple
 
@@ -98,14 +97,12 @@ def server_frame(opcode: int, payload: bytes, *, fin: bool = True, rsv: int = 0)
     return frame_header((FIN if fin else 0) | rsv | opcode, len(payload)) + payload
 
 
-def client_frame(opcode: int, payload: bytes, *, fin: bool = True, rsv: int = 0,
-                 key: bytes | None = None) -> bytes:
-    """A masked frame, as a client sends it; ``key`` defaults to 4 random bytes.
+def client_frame(opcode: int, payload: bytes, *, key: bytes, fin: bool = True,
+                 rsv: int = 0) -> bytes:
+    """A frame masked with the 4-byte ``key``, as a client sends it.
 
     The other arguments are those of :func:`server_frame`.
     """
-    if key is None:
-        key = os.urandom(4)
     return frame_header((FIN if fin else 0) | rsv | opcode, len(payload), key) + unmask(
         payload, key)
 

@@ -70,7 +70,7 @@ def test_lengths_7_16_and_64_bit(size: int) -> None:
     frames, rest = split_frames(frame + b"\x81")
     assert frames == [(TEXT, True, payload)]
     assert rest == b"\x81"
-    masked = client_frame(TEXT, payload)
+    masked = client_frame(TEXT, payload, key=b"\xf0\x0f\xaa\x55")
     assert split_frames(masked)[0] == [(TEXT, True, payload)]
 
 

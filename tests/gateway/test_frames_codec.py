@@ -334,9 +334,12 @@ def test_rsv_bits_and_fin_travel_as_set(rsv, fin, opcode, payload, key):
         assert split_frames(data)[0] == [(opcode, fin, payload)]
 
 
-def test_a_client_frame_has_a_fresh_random_key_by_default():
-    first, second = client_frame(TEXT, b"same"), client_frame(TEXT, b"same")
-    assert first[2:6] != second[2:6]  # 1 in 2**32 to fail by chance
+def test_a_client_frame_is_masked_with_its_key_and_nothing_else():
+    first = client_frame(TEXT, b"same", key=b"\x01\x02\x03\x04")
+    second = client_frame(TEXT, b"same", key=b"\x04\x03\x02\x01")
+    assert first == client_frame(TEXT, b"same", key=b"\x01\x02\x03\x04")  # no randomness
+    assert (first[2:6], second[2:6]) == (b"\x01\x02\x03\x04", b"\x04\x03\x02\x01")
+    assert first[6:] != second[6:]
     assert split_frames(first)[0] == split_frames(second)[0] == [(TEXT, True, b"same")]
 
 

@@ -244,8 +244,8 @@ async def rest_place(http: httpx.AsyncClient, token: str, **order: Any) -> Messa
 async def stats(gateway: Gateway, http: httpx.AsyncClient | None = None) -> Message:
     """``GET /stats``, on ``http`` if given (a new client costs tens of milliseconds)."""
     if http is None:
-        async with open_rest(gateway) as http:
-            return await stats(gateway, http)
+        async with open_rest(gateway) as client:
+            return await stats(gateway, client)
     with trio.fail_after(TIMEOUT):
         response = await http.get("/stats")
     assert response.status_code == 200
@@ -378,7 +378,7 @@ PING = PING_OPCODE
 
 def pong(payload: bytes) -> bytes:
     """A client's pong echoing a ping's payload (masked, as a client's frames must be)."""
-    return client_frame(PONG, payload)
+    return client_frame(PONG, payload, key=os.urandom(4))
 
 
 def close_code(frames: list[tuple[int, bytes]]) -> int:
