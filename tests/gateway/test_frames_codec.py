@@ -230,12 +230,7 @@ def _with_payload(empty_frame: bytes, payload: bytes, *, client: bool) -> bytes:
 def test_server_frames_are_wsprotos_and_read_back(frames, sizes):
     ours = [server_frame(opcode, payload, fin=fin) for opcode, fin, payload in frames]
     assert ours == wsproto_frames(frames, client=False)
-    data = b"".join(ours)
-    expected = as_messages(frames)
-    assert decode_wsproto(data, [data], client=True) == expected
-    assert decode_wsproto(data, chunked(data, sizes, most=64), client=True) == expected
-    assert decode_ours([data]) == frames
-    assert decode_ours(chunked(data, sizes, most=64)) == frames
+    both_read(b"".join(ours), frames, sizes, masked=False)
 
 
 @settings(max_examples=100, deadline=None)
@@ -248,12 +243,17 @@ def test_client_frames_are_wsprotos_with_its_keys_and_read_back(frames, sizes):
         assert start - key_at == 4  # masked
         ours.append(client_frame(opcode, payload, fin=fin, key=built[key_at:start]))
     assert ours == theirs
-    data = b"".join(ours)
+    both_read(b"".join(ours), frames, sizes, masked=True)
+
+
+def both_read(data: bytes, frames: list[tuple[int, bool, bytes]], sizes: list[int], *,
+              masked: bool) -> None:
+    """wsproto (on the receiving side) and ours read ``data`` as ``frames``, whole and in
+    chunks of ``sizes``."""
     expected = as_messages(frames)
-    assert decode_wsproto(data, [data], client=False) == expected
-    assert decode_wsproto(data, chunked(data, sizes, most=64), client=False) == expected
-    assert decode_ours([data]) == frames
-    assert decode_ours(chunked(data, sizes, most=64)) == frames
+    for chunks in ([data], chunked(data, sizes, most=64)):
+        assert decode_wsproto(data, chunks, client=not masked) == expected
+        assert decode_ours(chunks) == frames
 
 
 @settings(max_examples=40, deadline=None)

@@ -176,17 +176,24 @@ async def test_discard_with_nothing_half_written_drops_everything(pair):
     assert reader.unread == b""
 
 
-async def test_a_write_cut_by_cancellation_tears_the_stream(pair):
-    """Part of a frame is on the wire: nothing may follow it, not even a close frame."""
-    transport, peer = pair
-    await opened(transport, peer)
+async def tear(transport: CoalescingStream, *queued: bytes) -> None:
+    """Cancel the writer while it waits with part of BIG on the wire (``queued`` behind it)."""
     assert transport.write_nowait(BIG)
     with trio.CancelScope() as scope:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(transport.flush)
             await trio.testing.wait_all_tasks_blocked()  # the peer does not read: it waits
+            for data in queued:
+                assert transport.write_nowait(data)  # queued behind the write under way
             scope.cancel()
     assert transport.torn
+
+
+async def test_a_write_cut_by_cancellation_tears_the_stream(pair):
+    """Part of a frame is on the wire: nothing may follow it, not even a close frame."""
+    transport, peer = pair
+    await opened(transport, peer)
+    await tear(transport)
     assert transport.write_nowait(frame(1))  # accepted and dropped: the connection is ending
     with pytest.raises(trio.ClosedResourceError):
         await transport.send_all(frame(2))
@@ -202,14 +209,7 @@ async def test_a_write_cut_by_cancellation_tears_the_stream(pair):
 async def test_frames_queued_before_a_tear_are_never_sent(pair):
     transport, peer = pair
     await opened(transport, peer)
-    assert transport.write_nowait(BIG)
-    with trio.CancelScope() as scope:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(transport.flush)
-            await trio.testing.wait_all_tasks_blocked()
-            assert transport.write_nowait(frame(1))  # queued behind the write under way
-            scope.cancel()
-    assert transport.torn
+    await tear(transport, frame(1))
     with pytest.raises(trio.BrokenResourceError, match="cut mid-frame"):
         await transport.flush()
     await transport.abort()
