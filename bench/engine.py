@@ -74,7 +74,9 @@ SPEC_FIELDS: dict[str, Any] = {
 }
 SPEC = ours_engine.MarketSpec(**SPEC_FIELDS)
 
-TARGET_RATIO = 1.5  # ours cmd/s over matching-engine's
+# The 1.5x-over-matching-engine target was withdrawn (issue 15): the engine stays pure
+# Python and must not get slower; `--against PATH` answers that. The ratio to
+# matching-engine is still reported, for the record.
 DEFAULT_OUTPUT = Path(__file__).resolve().parent / "results" / "engine.json"
 AGAINST_OUTPUT = DEFAULT_OUTPUT.with_name("engine_against.json")
 
@@ -744,12 +746,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     ours, peer = engines[OURS], engines[PEER]
     ratio = ours["cmd_per_s"] / peer["cmd_per_s"]
-    throughput_met = ratio >= TARGET_RATIO
     per_round = [  # same round, same noise: a steadier view than the ratio of medians
         round(a["cmd_per_s"] / b["cmd_per_s"], 3)
         for a, b in zip(ours["rounds"], peer["rounds"], strict=True)
     ]
-    p99_met = ours["p99_us"] <= peer["p99_us"]
 
     print()
     print_table(engines)
@@ -757,11 +757,10 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"timed pass (timer floor {floor} ns included), median over rounds.")
     print(f"cross-check: {OURS} and {PEER} agree on every run ({ours['trades_per_run']:,} "
           f"trades, {sum(ours['resting_levels'])} resting levels)")
-    print(f"\ntarget throughput >= {TARGET_RATIO}x {PEER}: ratio {ratio:.2f} -> "
-          f"{'MET' if throughput_met else 'NOT MET'} (per round: "
-          f"{', '.join(f'{x:.2f}' for x in per_round)})")
-    print(f"target p99 <= {PEER}'s: {ours['p99_us']:.2f} us vs {peer['p99_us']:.2f} us -> "
-          f"{'MET' if p99_met else 'NOT MET'}")
+    print(f"\nours / {PEER}: {ratio:.2f}x cmd/s (per round: "
+          f"{', '.join(f'{x:.2f}' for x in per_round)}); p99 {ours['p99_us']:.2f} us vs "
+          f"{peer['p99_us']:.2f} us. (No target: the engine must only not get slower, "
+          "which --against PATH measures.)")
 
     comparison: dict[str, Any] = {}
     if against is not None:
@@ -792,11 +791,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         "ratio_vs_matching_engine": round(ratio, 3),
         "ratio_per_round": per_round,
         **comparison,
-        "targets": {
-            "ratio_min": TARGET_RATIO,
-            "throughput_met": throughput_met,
-            "p99_no_worse_than_matching_engine": p99_met,
-        },
         "measurement": {
             "cmd_per_s": "untimed loop over the whole stream, median over rounds",
             "cpu_cmd_per_s": "the same loop over the process CPU time it took (time the "
