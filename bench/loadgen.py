@@ -8,9 +8,9 @@ Rules of this module:
   ``per_source`` clients each, past the ephemeral-port limit of one address),
   performs the opening handshake (no extension offered: no compression),
   subscribes, and then only reads.
-* No WebSocket or JSON library on the hot path: frames are cut with inline
-  arithmetic (the steps of ``bench.wsframes.split_frames``), ``seq`` and
-  ``published_ns`` found with ``bytes.rfind``. Latency = receipt time (a
+* No WebSocket or JSON library on the hot path: frames are located in place
+  by the project's one frame codec (``gateway._frames.frame_at``, no copy),
+  ``seq`` and ``published_ns`` found with ``bytes.rfind``. Latency = receipt time (a
   ``time.monotonic_ns()`` right after each ``recv``) minus ``published_ns`` (the server's
   ``time.monotonic_ns()``; CLOCK_MONOTONIC is system-wide on Linux).
 * A message counts when its ``published_ns`` is inside the measurement window
@@ -40,15 +40,15 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
 
-from bench.wsframes import (
+from gateway._frames import (
     CLOSE,
-    PING,
+    PING_OPCODE,
     PONG,
-    PUBLISHED_KEY,
-    SEQ_KEY,
+    TEXT,
+    client_frame,
     close_code,
-    int_field,
-    masked_frame,
+    frame_at,
+    frame_header,
     unmask,
 )
 
@@ -62,6 +62,29 @@ _NEVER = 1 << 62
 _RETRY_DELAY = 0.25
 _MAX_ATTEMPTS = 20
 _RETRY_STATUSES = (429, 503)
+
+SEQ_KEY = b'"seq":'
+PUBLISHED_KEY = b'"published_ns":'
+
+
+def int_field(data: bytes, key: bytes, start: int = 0, end: int | None = None) -> int | None:
+    """The integer value of the last top-level ``key`` (e.g. ``b'"seq":'``) in ``data[start:end]``.
+
+    No JSON decoding: the value runs from the key to the next ``,`` or ``}``.
+    None when the key is absent.
+    """
+    if end is None:
+        end = len(data)
+    i = data.rfind(key, start, end)
+    if i < 0:
+        return None
+    i += len(key)
+    j = data.find(b",", i, end)
+    if j < 0:
+        j = data.find(b"}", i, end)
+        if j < 0:
+            j = end
+    return int(data[i:j])
 
 
 def source_address(client_id: int, per_source: int) -> str:
@@ -136,7 +159,8 @@ class Worker:
         self.masked_frames = 0
         self.subscribed = 0
         self.failures: Counter[str] = Counter()
-        self.subscribe_frame = masked_frame(0x1, spec.subscribe) if spec.subscribe else b""
+        self.subscribe_frame = (client_frame(TEXT, spec.subscribe, key=os.urandom(4))
+                                if spec.subscribe else b"")
         host = f"{spec.host}:{spec.port}"
         self.request_head = (f"GET {spec.path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\n"
                              "Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n").encode()
@@ -238,27 +262,9 @@ class Worker:
         t0, t1 = self.t0, self.t1
         lat_append = self.lat.append
         count = 0
-        while n - pos >= 2:
-            b1 = buf[pos + 1]
-            ln = b1 & 0x7F
-            if ln < 126:
-                h = pos + 2
-            elif ln == 126:
-                if n - pos < 4:
-                    break
-                ln = (buf[pos + 2] << 8) | buf[pos + 3]
-                h = pos + 4
-            else:
-                if n - pos < 10:
-                    break
-                ln = int.from_bytes(buf[pos + 2:pos + 10], "big")
-                h = pos + 10
-            if b1 & 0x80:
-                h += 4
-            end = h + ln
-            if end > n:
-                break
-            if buf[pos] == 0x81 and b1 < 0x80:  # final, unmasked text frame: the hot path
+        while (where := frame_at(buf, pos)) is not None:
+            first, h, start, end = where
+            if first == 0x81 and h == start:  # final, unmasked text frame: the hot path
                 # Both servers end a stream message with ..."seq":N,"published_ns":M}
                 seq_s, _, pub_s = buf[buf.rfind(b'"seq":', h, end) + 6:end - 1].partition(
                     b',"published_ns":')
@@ -287,8 +293,7 @@ class Worker:
                 else:
                     self._on_text(c, buf[h:end])
             else:
-                self._on_frame(c, buf[pos], b1, buf[h - 4:h] if b1 & 0x80 else b"",
-                               buf[h:end], now)
+                self._on_frame(c, first, buf[h:start], buf[start:end], now)
                 if c.state == _DONE:
                     self.received += count
                     return
@@ -318,16 +323,15 @@ class Worker:
         else:
             self.text_other += 1
 
-    def _on_frame(self, c: _Client, b0: int, b1: int, key: bytes, payload: bytes,
-                  now: int) -> None:
+    def _on_frame(self, c: _Client, first: int, key: bytes, payload: bytes, now: int) -> None:
         """Everything but a final unmasked text frame: control frames and fragments."""
         if key:
             self.masked_frames += 1
             payload = unmask(payload, key)
-        opcode, fin = b0 & 0x0F, b0 & 0x80
-        if opcode == PING:
+        opcode, fin = first & 0x0F, first & 0x80
+        if opcode == PING_OPCODE:
             self.pings += 1
-            self._send(c, masked_frame(PONG, payload))
+            self._send(c, client_frame(PONG, payload, key=os.urandom(4)))
         elif opcode == PONG:
             pass
         elif opcode == CLOSE:
@@ -344,15 +348,8 @@ class Worker:
 
     def _feed_message(self, c: _Client, message: bytes, now: int) -> None:
         """A reassembled (or masked) message: re-frame it and take the hot path."""
-        size = len(message)
-        if size < 126:
-            head = bytes((0x81, size))
-        elif size < 1 << 16:
-            head = bytes((0x81, 126)) + size.to_bytes(2, "big")
-        else:
-            head = bytes((0x81, 127)) + size.to_bytes(8, "big")
         saved, c.buf = c.buf, b""
-        self._feed(c, head + message, now)
+        self._feed(c, frame_header(0x81, len(message)) + message, now)
         c.buf = saved
 
     def _send(self, c: _Client, frame: bytes) -> None:
@@ -397,7 +394,8 @@ class Worker:
         if c.sock is not None:
             if reply:
                 with contextlib.suppress(OSError):
-                    c.sock.send(masked_frame(CLOSE, (code or 1000).to_bytes(2, "big")))
+                    c.sock.send(client_frame(CLOSE, (code or 1000).to_bytes(2, "big"),
+                                                 key=os.urandom(4)))
             with contextlib.suppress(OSError, KeyError, ValueError):
                 self.epoll.unregister(c.fd)
             self.by_fd.pop(c.fd, None)

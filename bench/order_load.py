@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
 
-from bench.wsframes import CLOSE, PING, PONG, TEXT, close_code, masked_frame, split_frames
+from gateway._frames import CLOSE, PING_OPCODE, PONG, TEXT, client_frame, close_code, split_frames
 
 SYMBOL = "BTC/USDT"
 BASE_CENTS = 5_000_000  # 50000.00
@@ -96,8 +96,8 @@ def http_request(path: str, host: str, body: bytes, headers: tuple[str, ...] = (
 
 def ws_place(request_id: int, side: str, price: str) -> bytes:
     """One masked text frame ``{"action":"place","id":N,"order":{...}}``."""
-    return masked_frame(TEXT, _compact({"action": "place", "id": request_id,
-                                        "order": our_order(side, price)}))
+    return client_frame(TEXT, _compact({"action": "place", "id": request_id,
+                                        "order": our_order(side, price)}), key=os.urandom(4))
 
 
 def ws_handshake(host: str, path: str) -> bytes:
@@ -433,8 +433,8 @@ class Worker:
                 if verdict != "ack" and len(self.error_samples) < 5:
                     self.error_samples.append(payload[:300].decode("utf-8", "replace"))
                 self._reply(c, verdict == "ack", key, now)
-            elif opcode == PING:
-                self._send(c, masked_frame(PONG, payload))
+            elif opcode == PING_OPCODE:
+                self._send(c, client_frame(PONG, payload, key=os.urandom(4)))
             elif opcode == CLOSE:
                 self._lost(c, f"closed by the server: {close_code(payload)}")
                 return

@@ -23,7 +23,7 @@ import time
 from multiprocessing.connection import Connection
 from typing import Any
 
-from bench.wsframes import CLOSE, PING, PONG, TEXT, masked_frame, split_frames
+from gateway._frames import CLOSE, PING_OPCODE, PONG, TEXT, client_frame, split_frames
 
 TIMEOUT = 10.0
 
@@ -55,8 +55,8 @@ class Probe:
         while True:
             frames, self.buffer = split_frames(self.buffer)
             for opcode, _fin, payload in frames:
-                if opcode == PING:
-                    self.sock.sendall(masked_frame(PONG, payload))
+                if opcode == PING_OPCODE:
+                    self.sock.sendall(client_frame(PONG, payload, key=os.urandom(4)))
                 elif opcode == CLOSE:
                     raise ConnectionError(f"closed by the server: {payload[:2].hex()}")
                 elif opcode == TEXT and kind in payload and marker in payload:
@@ -70,11 +70,11 @@ class Probe:
         request = {"action": "subscribe", "stream": "trades", "symbol": "ETH/USDT",
                    "id": request_id}
         start = time.monotonic_ns()
-        self.sock.sendall(masked_frame(TEXT, json.dumps(request).encode()))
+        self.sock.sendall(client_frame(TEXT, json.dumps(request).encode(), key=os.urandom(4)))
         self.wait_for(b'"subscribed"', request_id)
         rtt = time.monotonic_ns() - start
         request["action"], request["id"] = "unsubscribe", request_id + 1
-        self.sock.sendall(masked_frame(TEXT, json.dumps(request).encode()))
+        self.sock.sendall(client_frame(TEXT, json.dumps(request).encode(), key=os.urandom(4)))
         self.wait_for(b'"unsubscribed"', request_id + 1)
         return rtt
 

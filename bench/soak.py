@@ -26,7 +26,6 @@ import json
 import os
 import platform
 import random
-import struct
 import sys
 import tempfile
 import time
@@ -46,6 +45,7 @@ from gateway import (
     LimitSettings,
     serve,
 )
+from gateway._frames import CLOSE, TEXT, FrameReader, client_frame
 
 STREAMS = [
     {"action": "subscribe", "stream": "trades", "symbol": "BTC/USDT"},
@@ -95,37 +95,20 @@ async def settle(gateway: Gateway) -> dict[str, int]:
 # ---------------------------------------------------------------- a raw client
 
 
-def masked(opcode: int, payload: bytes) -> bytes:
-    head = bytes([0x80 | opcode])
-    size = len(payload)
-    head += bytes([0x80 | size]) if size < 126 else bytes([0x80 | 126]) + struct.pack("!H", size)
-    key = os.urandom(4)
-    stream = (key * (size // 4 + 1))[:size]
-    body = (int.from_bytes(payload, "big") ^ int.from_bytes(stream, "big")).to_bytes(size, "big")
-    return head + key + body
-
-
 class Frames:
+    """The server's frames, one at a time, split by the project's frame codec."""
+
     def __init__(self, stream: trio.SocketStream, buffer: bytes) -> None:
-        self.stream, self.buffer = stream, bytearray(buffer)
+        self.stream, self.reader = stream, FrameReader()
+        self.reader.feed(buffer)
 
     async def next(self) -> tuple[int, bytes]:
-        while True:
-            data = self.buffer
-            if len(data) >= 2:
-                length, offset = data[1] & 0x7F, 2
-                if length == 126:
-                    (length,), offset = struct.unpack("!H", data[2:4].ljust(2, b"\0")), 4
-                elif length == 127:
-                    (length,), offset = struct.unpack("!Q", data[2:10].ljust(8, b"\0")), 10
-                if len(data) >= offset + length:
-                    frame = data[0] & 0x0F, bytes(data[offset:offset + length])
-                    del data[:offset + length]
-                    return frame
+        while (frame := self.reader.next_frame()) is None:
             chunk = await self.stream.receive_some(1 << 16)
             if not chunk:
                 raise EOFError
-            self.buffer += chunk
+            self.reader.feed(chunk)
+        return frame[0], frame[2]
 
 
 async def cycle(host: str, port: int, rng: random.Random) -> None:
@@ -146,15 +129,16 @@ async def cycle(host: str, port: int, rng: random.Random) -> None:
         if not head.startswith(b"HTTP/1.1 101 "):
             raise RuntimeError(f"handshake refused: {head[:80]!r}")
         frames = Frames(stream, rest)
-        await stream.send_all(masked(0x1, json.dumps(rng.choice(STREAMS)).encode()))
+        await stream.send_all(client_frame(TEXT, json.dumps(rng.choice(STREAMS)).encode(),
+                                         key=os.urandom(4)))
         while True:
             opcode, payload = await frames.next()
-            if opcode == 0x1 and json.loads(payload)["type"] == "subscribed":
+            if opcode == TEXT and json.loads(payload)["type"] == "subscribed":
                 break
         if rng.random() < 0.25:
             return  # abrupt: TCP closed under the connection
-        await stream.send_all(masked(0x8, struct.pack("!H", 1000)))
-        while (await frames.next())[0] != 0x8:
+        await stream.send_all(client_frame(CLOSE, (1000).to_bytes(2, "big"), key=os.urandom(4)))
+        while (await frames.next())[0] != CLOSE:
             pass
     finally:
         await stream.aclose()

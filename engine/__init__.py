@@ -8,9 +8,15 @@ Everything public is re-exported here; the modules behind it are private.
 * ``_commands``: what goes in (``PlaceOrder``, ``CancelOrder``, ...).
 * ``_events``: what comes out (``OrderAccepted``, ``TradeExecuted``, ...).
 * ``_markets``: market rules and exact decimal <-> integer conversion.
-* ``_book``: the price-level / FIFO queue data structure.
-* ``_engine``: matching rules, queries, state export and hash.
+* ``_book``: the price-level / FIFO queue data structure, and a market's state.
+* ``_orders``: the order index (by id, by user, by client order id).
+* ``_validate``: which commands are refused, and why.
+* ``_matching``: price-time matching, fees, and the book report of a command.
+* ``_engine``: :class:`Engine`, which sequences each command, and its queries.
+* ``_state``: state export, restore and hash, and the views queries answer with.
 * ``_views``: immutable query results and exported state.
+* ``_journal``: the journal's byte formats (records and snapshots), pure
+  functions over bytes; the files themselves are the gateway's.
 """
 
 from engine._commands import AmendOrder as AmendOrder
@@ -37,6 +43,15 @@ from engine._events import OrderStatus as OrderStatus
 from engine._events import RejectReason as RejectReason
 from engine._events import TopOfBookChanged as TopOfBookChanged
 from engine._events import TradeExecuted as TradeExecuted
+from engine._journal import SEGMENT_MAGIC as SEGMENT_MAGIC
+from engine._journal import CorruptJournal as CorruptJournal
+from engine._journal import Record as Record
+from engine._journal import TornTail as TornTail
+from engine._journal import decode_snapshot as decode_snapshot
+from engine._journal import encode_exported as encode_exported
+from engine._journal import encode_record as encode_record
+from engine._journal import encode_snapshot as encode_snapshot
+from engine._journal import read_records as read_records
 from engine._markets import DEFAULT_MARKETS as DEFAULT_MARKETS
 from engine._markets import MAX_UNITS as MAX_UNITS
 from engine._markets import MarketSpec as MarketSpec
@@ -52,6 +67,7 @@ from engine._views import TopOfBook as TopOfBook
 __all__ = [
     "DEFAULT_MARKETS",
     "MAX_UNITS",
+    "SEGMENT_MAGIC",
     "AmendOrder",
     "BookLevelChanged",
     "BookQueue",
@@ -59,6 +75,7 @@ __all__ = [
     "CancelOrder",
     "CancelReason",
     "Command",
+    "CorruptJournal",
     "Depth",
     "DepthLevel",
     "Engine",
@@ -76,6 +93,7 @@ __all__ = [
     "OrderStatus",
     "OrderType",
     "PlaceOrder",
+    "Record",
     "RejectReason",
     "SelfTradePrevention",
     "SequenceError",
@@ -83,6 +101,12 @@ __all__ = [
     "TimeInForce",
     "TopOfBook",
     "TopOfBookChanged",
+    "TornTail",
     "TradeExecuted",
     "UnitError",
+    "decode_snapshot",
+    "encode_exported",
+    "encode_record",
+    "encode_snapshot",
+    "read_records",
 ]

@@ -1,5 +1,7 @@
 """The order book of one market: two sides of price levels, each a FIFO queue.
 
+A :class:`Market` holds a book with its recent trades and its rules as integers.
+
 Layout
 ------
 A side keeps ``levels: dict[price, Level]`` and ``keys``, a plain sorted
@@ -38,7 +40,8 @@ from collections.abc import Iterator
 import msgspec
 
 from engine._commands import OrderType, SelfTradePrevention, Side, TimeInForce
-from engine._events import OrderStatus
+from engine._events import OrderStatus, TradeExecuted
+from engine._markets import MarketSpec
 
 
 class RestingOrder(msgspec.Struct, gc=False):
@@ -104,6 +107,11 @@ class BookSide:
         self.keys: list[int] = []
 
     def add(self, order: RestingOrder) -> Level:
+        """Put a live order at the back of its level's queue; return the level.
+
+        ``Engine.apply`` writes this out for a resting order (``inlined:
+        BookSide.add``): change both together.
+        """
         price = order.price
         assert price is not None
         level = self.levels.get(price)
@@ -116,7 +124,10 @@ class BookSide:
         return level
 
     def take_out(self, order: RestingOrder) -> Level:
-        """Remove a live order from its level (lazily) and return that level."""
+        """Remove a live order from its level (lazily) and return that level.
+
+        ``Engine._cancel`` writes this out (``inlined: BookSide.take_out``).
+        """
         assert order.price is not None
         level = self.levels[order.price]
         level.quantity -= order.remaining
@@ -168,3 +179,30 @@ class Book:
             None if ask is None else ask.price,
             0 if ask is None else ask.quantity,
         )
+
+
+class Market:
+    """One market's book plus its rules pre-computed as integers."""
+
+    __slots__ = (
+        "book",
+        "maker_den",
+        "maker_num",
+        "min_lots",
+        "min_notional",
+        "spec",
+        "symbol",
+        "taker_den",
+        "taker_num",
+        "trades",
+    )
+
+    def __init__(self, spec: MarketSpec, trade_history: int) -> None:
+        self.spec = spec
+        self.symbol = spec.symbol
+        self.book = Book()
+        self.min_lots = spec.min_lots
+        self.min_notional = spec.min_notional_units
+        self.maker_num, self.maker_den = spec.fee_factor(spec.maker_fee_rate)
+        self.taker_num, self.taker_den = spec.fee_factor(spec.taker_fee_rate)
+        self.trades: deque[TradeExecuted] = deque(maxlen=trade_history)

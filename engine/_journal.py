@@ -68,7 +68,6 @@ CRC and that the restored engine has that exact state hash.
 
 from __future__ import annotations
 
-import hashlib
 import struct
 import zlib
 from collections.abc import Iterator
@@ -78,6 +77,7 @@ import msgspec
 
 from engine._commands import Command
 from engine._engine import Engine
+from engine._state import state_hash
 from engine._views import EngineState
 
 SEGMENT_MAGIC: Final = b"TEJRNL02"
@@ -186,14 +186,8 @@ def encode_exported(state: EngineState) -> bytes:
     so the engine's owner exports it (a consistent copy at one seq) and another
     thread may hash and encode it, the dear part, while the engine goes on.
     """
-    payload = _encode_snapshot(_Snapshot(_state_hash(state), state))
+    payload = _encode_snapshot(_Snapshot(state_hash(state), state))
     return _SNAPSHOT_HEADER.pack(SNAPSHOT_MAGIC, zlib.crc32(payload), len(payload)) + payload
-
-
-def _state_hash(state: EngineState) -> str:
-    """:meth:`Engine.state_hash` of the engine that exported ``state``, without exporting
-    again (tests/journal/test_codec.py checks that the two agree)."""
-    return hashlib.blake2b(msgspec.msgpack.encode(state), digest_size=32).hexdigest()
 
 
 def decode_snapshot(data: bytes) -> Engine:

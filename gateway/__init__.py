@@ -7,11 +7,17 @@ is a thin command line over it. The modules behind this surface are private:
 * ``_runtime``: the engine task (the one owner of the engine).
 * ``_journal``: the write-ahead journal on disk, snapshots, recovery.
 * ``_datadir``: one server per journal (a ``flock`` on its ``LOCK`` file).
-* ``_hub``: subscriptions and the per-stream fan-out tasks.
-* ``_ws``: WebSocket admission and connections (reader, writer, heartbeat).
+* ``_hub``: the per-stream fan-out tasks (build, frame, hand out).
+* ``_ws``: the WebSocket port: admits handshakes, keeps the live connections, shuts down.
+* ``_connection``: one WebSocket connection's tasks (reader, writer, heartbeat) and goodbye.
 * ``_listener``, ``_handshake``: the WebSocket port's TCP side, and its answer to plain HTTP.
 * ``_rest``: the REST API.
 * ``_protocol``, ``_messages``: pure protocol and encoding, no I/O.
+* Pure cores, no trio and no clock reads (time is an argument), each behind a trio
+  shell: ``_admission`` (origin, limits, token, endpoint), ``_heartbeat`` (pings,
+  timeouts, token expiry), ``_closing`` (close codes and a connection's close
+  state), ``_routing`` (the subscription registry, seq, where events go) and
+  ``_limits`` (rate limits and counts).
 * ``_transport``, ``_frames``, ``_deflate``: the socket owner under each connection,
   frames, and permessage-deflate.
 * ``_gc``: the cyclic garbage collector policy.

@@ -14,8 +14,11 @@ Rules of this module:
   (in practice once: browsers leave the server's window at 15), lazily, when
   the first subscriber that agreed to it is reached; the same compressed frame
   then serves every such subscriber. Never per subscriber.
-* The hub owns the subscription registry and the depth books. Connection
-  tasks change the registry through :meth:`Hub.subscribe` and
+* The hub owns the subscription registry and the depth books. Who is
+  subscribed, each channel's seq and where each event goes are decided by
+  :class:`gateway._routing.Routing` (pure); this module builds the messages,
+  frames them and hands them out. Connection tasks change the registry
+  through :meth:`Hub.subscribe` and
   :meth:`Hub.unsubscribe`, which run to completion without a checkpoint, so
   a subscriber always sees ``subscribed`` (and a depth or top-of-book
   snapshot) before the first message of the channel, and the snapshot is
@@ -28,58 +31,31 @@ Rules of this module:
 from __future__ import annotations
 
 import time
-from collections import defaultdict
-from collections.abc import Mapping, Sequence
-from typing import Any, Protocol
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
 
 import msgspec
 import trio
 
-from engine import (
-    BookLevelChanged,
-    Event,
-    MarketSpec,
-    OrderAccepted,
-    OrderAmended,
-    OrderCancelled,
-    OrderFilled,
-    OrderRejected,
-    Side,
-    TopOfBookChanged,
-    TradeExecuted,
-)
+from engine import BookLevelChanged, Event, MarketSpec, Side, TopOfBookChanged, TradeExecuted
 from gateway import _messages as messages
+from gateway._closing import SLOW_CONSUMER
 from gateway._deflate import MessageDeflater
 from gateway._frames import deflated_text_frame, text_frame
+from gateway._messages import OrderEvent
 from gateway._protocol import Channel, Stream
+from gateway._routing import Routing, Subscriber, by_symbol, split
 from gateway._stats import Stats
 
 _encode = msgspec.json.Encoder().encode
 
-SLOW_CONSUMER = 4008
-"""Close code for a client whose send queue overflowed or whose send timed out."""
-
 _MAX_MERGED_BATCHES = 64
 """Queued event batches one fan-out pass may merge (bounds the work between checkpoints)."""
 
-_ORDER_EVENTS = (OrderAccepted, OrderFilled, OrderCancelled, OrderAmended, OrderRejected)
+_NOBODY: dict[Subscriber, int] = {}
 
-
-class Subscriber(Protocol):
-    deflate_window_bits: int
-    """permessage-deflate's server window agreed with this subscriber; 0: plain frames."""
-
-    def offer(self, frames: bytes, count: int = 1) -> bool:
-        """Send or queue ``count`` whole WebSocket frames without blocking.
-
-        Returns False, having queued nothing, when the queue is full.
-        """
-
-    def close_soon(self, code: int, reason: str) -> None:
-        """Ask the connection to close with ``code``; returns at once."""
-
-
-Batch = list[Any]
+E = TypeVar("E", OrderEvent, TradeExecuted, TopOfBookChanged, BookLevelChanged)
+"""The events of one stream: each fan-out task's batches are lists of one of these."""
 
 
 class Hub:
@@ -109,18 +85,19 @@ class Hub:
         self._public_ids = public_trade_user_ids
         self._stamp = publish_timestamps
         self._stats = stats
-        # Each channel's subscribers, with the deflate window of each (0: plain).
-        self._subscribers: dict[Channel, dict[Subscriber, int]] = {}
-        self._seq: dict[Channel, int] = {}
+        self._routing = Routing()
         self._outbox: dict[Channel, list[bytes]] = {}  # payloads of the batch being fanned out
         self._deflaters: dict[int, MessageDeflater] = {}  # by window bits, made when first needed
         self._tops: dict[str, TopOfBookChanged] = {}  # the orderbook stream's view, by symbol
         self.depth = {s: messages.DepthBook(spec, depth_levels) for s, spec in markets.items()}
-        self._inputs: dict[Stream, trio.MemorySendChannel[Batch]] = {}
-        self._outputs: dict[Stream, trio.MemoryReceiveChannel[Batch]] = {}
-        for stream in Stream:
-            send, receive = trio.open_memory_channel[Batch](queue_size)
-            self._inputs[stream], self._outputs[stream] = send, receive
+        # Each fan-out task's input, bounded: publish() waits when one is full.
+        self._orders_in, self._orders_out = trio.open_memory_channel[list[OrderEvent]](queue_size)
+        self._trades_in, self._trades_out = trio.open_memory_channel[list[TradeExecuted]](
+            queue_size)
+        self._tops_in, self._tops_out = trio.open_memory_channel[list[TopOfBookChanged]](
+            queue_size)
+        self._levels_in, self._levels_out = trio.open_memory_channel[list[BookLevelChanged]](
+            queue_size)
 
     # ----------------------------------------------------------- the tasks
 
@@ -129,10 +106,10 @@ class Hub:
         for symbol in self.depth:  # the books loaded (after recovery) before any event
             self._tops[symbol] = self._top_from_depth(symbol)
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._fan_out, Stream.ORDERS, self._orders)
-            nursery.start_soon(self._fan_out, Stream.TRADES, self._trades)
-            nursery.start_soon(self._fan_out, Stream.ORDERBOOK, self._orderbook)
-            nursery.start_soon(self._fan_out, Stream.DEPTH, self._depth)
+            nursery.start_soon(self._fan_out, self._orders_out, self._orders)
+            nursery.start_soon(self._fan_out, self._trades_out, self._trades)
+            nursery.start_soon(self._fan_out, self._tops_out, self._orderbook)
+            nursery.start_soon(self._fan_out, self._levels_out, self._depth)
             task_status.started()
 
     async def publish(self, events: Sequence[Event]) -> None:
@@ -140,21 +117,20 @@ class Hub:
 
         Events keep their order; a depth update covers the whole batch.
         """
-        batches: dict[Stream, Batch] = defaultdict(list)
-        for event in events:
-            if isinstance(event, _ORDER_EVENTS):
-                batches[Stream.ORDERS].append(event)
-            elif isinstance(event, TradeExecuted):
-                batches[Stream.TRADES].append(event)
-            elif isinstance(event, BookLevelChanged):
-                batches[Stream.DEPTH].append(event)
-            elif isinstance(event, TopOfBookChanged):
-                batches[Stream.ORDERBOOK].append(event)
-        for stream, batch in batches.items():
-            await self._inputs[stream].send(batch)
+        batches = split(events)
+        for stream in batches.streams:
+            if stream is Stream.ORDERS:
+                await self._orders_in.send(batches.orders)
+            elif stream is Stream.TRADES:
+                await self._trades_in.send(batches.trades)
+            elif stream is Stream.DEPTH:
+                await self._levels_in.send(batches.levels)
+            else:
+                await self._tops_in.send(batches.tops)
 
-    async def _fan_out(self, stream: Stream, handle: Any) -> None:
-        receive = self._outputs[stream]
+    async def _fan_out(
+        self, receive: trio.MemoryReceiveChannel[list[E]], handle: Callable[[list[E]], None]
+    ) -> None:
         async with receive:
             async for first in receive:
                 # Batches that queued while the last went out go out together: under
@@ -168,44 +144,35 @@ class Hub:
                 handle(merged)
                 self._flush()
 
-    def _orders(self, batch: Batch) -> None:
-        for event in batch:
-            channel = (Stream.ORDERS, event.user_id)
-            if channel in self._subscribers:
-                spec = self._markets.get(event.symbol) if event.symbol else None
-                self._deliver(channel, messages.order_update(event, spec))
+    def _orders(self, batch: list[OrderEvent]) -> None:
+        markets = self._markets
+        for channel, seq, event in self._routing.orders(batch):
+            spec = markets.get(event.symbol) if event.symbol else None
+            self._deliver(channel, seq, messages.order_update(event, spec))
 
-    def _trades(self, batch: Batch) -> None:
-        for event in batch:
-            for channel in ((Stream.TRADES, event.symbol), (Stream.TRADES, None)):
-                if channel in self._subscribers:
-                    spec = self._markets[event.symbol]
-                    self._deliver(
-                        channel,
-                        messages.trade_executed(event, spec, with_user_ids=self._public_ids),
-                    )
+    def _trades(self, batch: list[TradeExecuted]) -> None:
+        for channel, seq, event in self._routing.trades(batch):
+            spec = self._markets[event.symbol]
+            self._deliver(
+                channel, seq, messages.trade_executed(event, spec, with_user_ids=self._public_ids))
 
-    def _orderbook(self, batch: Batch) -> None:
+    def _orderbook(self, batch: list[TopOfBookChanged]) -> None:
+        tops = self._tops
         for event in batch:
-            self._tops[event.symbol] = event  # always: the next subscriber's snapshot
-            channel = (Stream.ORDERBOOK, event.symbol)
-            if channel in self._subscribers:
-                spec = self._markets[event.symbol]
-                self._deliver(channel, messages.orderbook_update(event, spec))
+            tops[event.symbol] = event  # always: the next subscriber's snapshot
+        for channel, seq, event in self._routing.orderbook(batch):
+            spec = self._markets[event.symbol]
+            self._deliver(channel, seq, messages.orderbook_update(event, spec))
 
-    def _depth(self, batch: Batch) -> None:
-        by_symbol: dict[str, list[BookLevelChanged]] = defaultdict(list)
-        for event in batch:
-            by_symbol[event.symbol].append(event)
-        for symbol, changes in by_symbol.items():
+    def _depth(self, batch: list[BookLevelChanged]) -> None:
+        for symbol, changes in by_symbol(batch).items():
             book = self.depth[symbol]
             diff = book.apply(changes)  # always: REST reads these books
-            channel = (Stream.DEPTH, symbol)
-            if diff is not None and channel in self._subscribers:
+            channel = self._routing.depth_channel(symbol)
+            if diff is not None and channel is not None:
                 self._send(channel, book.update_message(diff))
 
-    def _deliver(self, channel: Channel, message: dict[str, Any]) -> None:
-        seq = self._seq[channel] = self._seq[channel] + 1
+    def _deliver(self, channel: Channel, seq: int, message: dict[str, Any]) -> None:
         message["seq"] = seq
         self._send(channel, message)
 
@@ -227,11 +194,12 @@ class Hub:
         so the subscribers are exactly those the sequence numbers were counted for.
         """
         stats = self._stats
+        registry = self._routing.subscribers
         for channel, payloads in self._outbox.items():
             count = len(payloads)
             plain = text_frame(payloads[0]) if count == 1 else b"".join(map(text_frame, payloads))
             compressed: dict[int, bytes] | None = None  # by window bits, built when first needed
-            subscribers = self._subscribers.get(channel, {})
+            subscribers = registry.get(channel, _NOBODY)
             for subscriber, bits in subscribers.items():
                 if bits:
                     if compressed is None:
@@ -276,12 +244,8 @@ class Hub:
 
     def subscribe(self, subscriber: Subscriber, channel: Channel, request_id: Any) -> None:
         """Register and queue ``subscribed`` and the snapshot (depth, top of book) atomically."""
-        subscribers = self._subscribers.get(channel)
+        self._routing.add(subscriber, channel)
         stream, key = channel
-        if subscribers is None:
-            subscribers = self._subscribers[channel] = {}
-            if stream is not Stream.DEPTH:  # a depth channel counts with its DepthBook
-                self._seq[channel] = 0
         bits = subscriber.deflate_window_bits
         reply: dict[str, Any] = {"type": "subscribed", "id": request_id, "stream": stream}
         if stream is not Stream.ORDERS:
@@ -293,32 +257,21 @@ class Hub:
             reply["seq"] = book.seq
             snapshot = book.snapshot()
         else:
-            reply["seq"] = self._seq[channel]
+            reply["seq"] = self._routing.seq(channel)
         if stream is Stream.ORDERBOOK:
             assert key is not None
             top = self._tops.get(key) or self._top_from_depth(key)  # before run(): the book
             snapshot = messages.orderbook_snapshot(top, self._markets[key], reply["seq"])
         ok = subscriber.offer(text_frame(_encode(reply))) and (
             snapshot is None or subscriber.offer(self._frame(snapshot, bits)))
-        subscribers[subscriber] = bits
         if not ok:
             subscriber.close_soon(SLOW_CONSUMER, "slow consumer")
 
     def unsubscribe(self, subscriber: Subscriber, channel: Channel) -> None:
-        subscribers = self._subscribers.get(channel)
-        if subscribers is None:
-            return
-        subscribers.pop(subscriber, None)
-        if not subscribers:
-            del self._subscribers[channel]
-            if channel[0] is not Stream.DEPTH:
-                del self._seq[channel]
+        self._routing.remove(subscriber, channel)
 
     def subscription_counts(self) -> dict[str, int]:
-        counts = {str(stream): 0 for stream in Stream}
-        for (stream, _), subscribers in self._subscribers.items():
-            counts[str(stream)] += len(subscribers)
-        return counts
+        return self._routing.counts()
 
     def depth_view(self, symbol: str, levels: int) -> dict[str, Any]:
         """The depth stream's book for REST: top ``levels`` per side and its ``seq``."""

@@ -37,10 +37,11 @@ from pathlib import Path
 
 import attrs
 
-from engine import Engine, MarketSpec
-from engine._journal import (
+from engine import (
     SEGMENT_MAGIC,
     CorruptJournal,
+    Engine,
+    MarketSpec,
     Record,
     TornTail,
     decode_snapshot,

@@ -18,7 +18,9 @@ Rules of this module:
   window slows the client down; nothing is dropped.
 * Each user has one order budget (:class:`gateway._limits.OrderRate`) across
   REST and all of its connections; a request over it gets ``rate_limited``.
-* No trio here: the connection's shell waits for room and owns the socket.
+* Nothing here waits or touches a socket: the connection's shell
+  (``_connection.py``) waits for room and owns the socket; replies are handed
+  to it through ``send``, which never blocks.
 """
 
 from __future__ import annotations

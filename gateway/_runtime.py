@@ -35,9 +35,16 @@ from collections.abc import Callable
 import msgspec
 import trio
 
-from engine import Command, Engine, Event, OrderRejected, PlaceOrder
-from engine._journal import encode_exported, encode_record
-from engine._views import EngineState
+from engine import (
+    Command,
+    Engine,
+    EngineState,
+    Event,
+    OrderRejected,
+    PlaceOrder,
+    encode_exported,
+    encode_record,
+)
 from gateway._hub import Hub
 from gateway._journal import Fsync, JournalWriter, write_snapshot
 from gateway._stats import Stats

@@ -7,17 +7,20 @@ nursery is cancelled when the test ends, which is how the server stops.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import attrs
 import httpx
 import pytest
 import trio
-from trio_websocket import WebSocketConnection, wrap_client_stream
+from trio.testing import MockClock
+
+sys.path.insert(0, str(Path(__file__).resolve().parent / "gateway"))  # for ``import wsclient``
+
+from wsclient import open_ws
 
 from gateway import (
     Config,
@@ -60,6 +63,21 @@ def start_gateway(nursery: trio.Nursery, tmp_path: Path) -> StartGateway:
 
 
 @pytest.fixture
+def idle_clock() -> MockClock:
+    """Virtual time that passes only while every task has waited 20 ms of real time.
+
+    For timeouts over real sockets (request it in the test itself, as pytest-trio
+    wants): a heartbeat or a rate limit then sees exactly the intervals the test
+    sleeps, however slow the machine, and a 0.2 s timeout costs 20 ms. Unlike
+    ``autojump_clock`` (threshold 0), it never jumps while a byte is still on its
+    way through the kernel. Start the gateway without its journal there
+    (``journal=JournalSettings(enabled=False)``): a journal write waits on a thread,
+    which would count as idle if it took longer than the threshold.
+    """
+    return MockClock(autojump_threshold=0.02)
+
+
+@pytest.fixture
 async def gateway(start_gateway: StartGateway) -> Gateway:
     return await start_gateway()
 
@@ -80,34 +98,7 @@ async def http(gateway: Gateway) -> AsyncIterator[httpx.AsyncClient]:
         yield client
 
 
-@asynccontextmanager
-async def open_ws(url: str) -> AsyncIterator[WebSocketConnection]:
-    """A WebSocket client whose TCP stream is always closed on exit.
-
-    trio-websocket's own client (0.12.2) leaves its socket open when the
-    server closes first (it waits for the TCP close and never closes its end),
-    which ``filterwarnings = error`` turns into a failure. Owning the stream and
-    handing it to the public ``wrap_client_stream`` avoids that.
-    """
-    parts = urlsplit(url)
-    assert parts.hostname is not None
-    assert parts.port is not None
-    resource = parts.path + ("?" + parts.query if parts.query else "")
-    stream = await trio.open_tcp_stream(parts.hostname, parts.port)
-    try:
-        async with trio.open_nursery() as nursery:
-            ws = await wrap_client_stream(nursery, stream, parts.hostname, resource)
-            try:
-                yield ws
-            finally:
-                with trio.move_on_after(2):
-                    await ws.aclose()
-                nursery.cancel_scope.cancel()
-    finally:
-        await stream.aclose()
-
-
 @pytest.fixture
 def ws_connect() -> Callable[[str], Any]:
-    """``async with ws_connect(url) as ws:`` (see :func:`open_ws`)."""
+    """``async with ws_connect(url) as ws:`` (see ``wsclient.open_ws``)."""
     return open_ws

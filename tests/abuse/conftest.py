@@ -1,9 +1,8 @@
 """Local helpers for the abuse tests: raw HTTP upgrades and hand-made WebSocket frames.
 
 The WebSocket helpers of ``tests/gateway/wsclient.py`` (``RawClient``, ``stats``...)
-are reused: that directory is put on ``sys.path`` so ``import wsclient`` works
-when this directory runs alone. Helpers are handed out as fixtures, like
-``ws_connect`` in ``tests/conftest.py``.
+are reused (``tests/conftest.py`` puts that directory on ``sys.path``). Helpers are
+handed out as fixtures, like ``ws_connect`` in ``tests/conftest.py``.
 """
 
 from __future__ import annotations
@@ -11,20 +10,15 @@ from __future__ import annotations
 import base64
 import os
 import socket
-import struct
-import sys
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 
 import httpx
 import pytest
 import trio
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "gateway"))
-
 from wsclient import TIMEOUT
 
 from gateway import Gateway
+from gateway._frames import FIN, frame_header, unmask
 
 HttpResponse = tuple[int, dict[str, str], bytes]
 
@@ -149,26 +143,12 @@ def frame(
     opcode: int, payload: bytes = b"", *, fin: bool = True, rsv: int = 0, mask: bool = True,
     length: int | None = None,
 ) -> bytes:
-    """One client frame; ``length`` overrides the announced payload length."""
-    length = len(payload) if length is None else length
-    head = bytearray([(0x80 if fin else 0) | (rsv << 4) | opcode])
-    mask_bit = 0x80 if mask else 0
-    if length < 126:
-        head.append(mask_bit | length)
-    elif length < 1 << 16:
-        head.append(mask_bit | 126)
-        head += struct.pack("!H", length)
-    else:
-        head.append(mask_bit | 127)
-        head += struct.pack("!Q", length)
-    if not mask:
-        return bytes(head) + payload
-    key = os.urandom(4)
-    size = len(payload)
-    keystream = (key * (size // 4 + 1))[:size]
-    masked = (int.from_bytes(payload, "big") ^ int.from_bytes(keystream, "big")).to_bytes(
-        size, "big")
-    return bytes(head) + key + masked
+    """One client frame (``rsv``: RSV1-3 as 0b100..0b001); ``length`` overrides the
+    announced payload length. Built with the project's frame codec."""
+    key = os.urandom(4) if mask else None
+    first = (FIN if fin else 0) | (rsv << 4) | opcode
+    body = payload if key is None else unmask(payload, key)
+    return frame_header(first, len(payload) if length is None else length, key) + body
 
 
 @pytest.fixture

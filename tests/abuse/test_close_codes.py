@@ -21,8 +21,8 @@ import trio
 from wsclient import CLOSE, PING, TEXT, TIMEOUT, RawClient, close_code, wait_for_stats
 
 from gateway import Gateway
+from gateway._frames import BINARY, CONTINUATION, PONG
 
-PONG, BINARY, CONTINUATION = 0xA, 0x2, 0x0
 PING_JSON = b'{"action": "ping", "id": 1}'
 
 
@@ -42,7 +42,7 @@ async def exchange(gateway: Gateway, *sent: bytes) -> tuple[list[tuple[int, byte
         for data in sent:
             await client.stream.send_all(data)
         frames = await client.frames()
-        after = bytearray(client._buffer)
+        after = bytearray(client.unread)
         with trio.fail_after(TIMEOUT):
             while data := await client.stream.receive_some(65536):
                 after += data

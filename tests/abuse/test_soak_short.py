@@ -11,9 +11,9 @@ import gc
 import json
 import os
 import random
-import struct
 
 import trio
+import trio.testing
 from wsclient import CLOSE, TEXT, TIMEOUT, RawClient, wait_for_stats
 
 from bench.soak import rss_kib, task_count
@@ -31,7 +31,9 @@ SUBSCRIPTIONS = [
 
 async def measure(gateway: Gateway) -> tuple[int, int, int]:
     await wait_for_stats(gateway, lambda s: s["connections"] == 0)
-    await trio.sleep(0.3)  # the /stats request's server task ends after its client left
+    # The /stats request's server task ends after its client left: once every task
+    # waits, it has.
+    await trio.testing.wait_all_tasks_blocked()
     gc.collect()
     return task_count(), len(os.listdir("/proc/self/fd")), rss_kib()
 
@@ -57,7 +59,7 @@ async def test_connect_subscribe_disconnect_cycles_leak_nothing(start_gateway, t
                     assert json.loads((await client.text_messages(1))[0])["type"] == "subscribed"
                 if rng.random() < 0.25:
                     continue  # abrupt: TCP closed under the connection
-                await client.stream.send_all(ws_frame(CLOSE, struct.pack("!H", 1000)))
+                await client.stream.send_all(ws_frame(CLOSE, (1000).to_bytes(2, "big")))
                 frames = await client.frames()
                 assert frames[-1][0] == CLOSE
             finally:

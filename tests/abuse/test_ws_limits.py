@@ -3,7 +3,9 @@
 Each limit is checked for its documented answer (HTTP status and error code at
 the handshake, an error reply or a close code on an open connection) and for
 its counter in ``/stats`` and ``/metrics``. Other IPs come from 127.0.0.2,
-which Linux routes over loopback like 127.0.0.1.
+which Linux routes over loopback like 127.0.0.1. The rate limits run on
+``idle_clock`` with the journal off: their buckets see exactly the time the test
+sleeps, never the time the machine took.
 """
 
 from __future__ import annotations
@@ -18,10 +20,11 @@ import trio
 from trio_websocket import ConnectionClosed
 from wsclient import TIMEOUT, Client, stats, wait_for_stats, ws_url
 
-from gateway import AuthSettings, LimitSettings, issue_token
+from gateway import AuthSettings, JournalSettings, LimitSettings, issue_token
 from gateway._auth import load_or_create_secret
 
 OTHER_IP = "127.0.0.2"
+NO_JOURNAL = JournalSettings(enabled=False)  # no thread: idle_clock's jumps stay exact
 SECRET = "abuse-tests-secret-" + "x" * 40
 
 
@@ -85,9 +88,9 @@ async def test_connections_per_user(start_gateway, token, ws_connect, upgrade, m
     ) == 3
 
 
-async def test_new_connections_per_second_per_ip(start_gateway, upgrade, metric):
+async def test_new_connections_per_second_per_ip(start_gateway, upgrade, metric, idle_clock):
     gateway = await start_gateway(limits=LimitSettings(
-        connections_per_second_per_ip=2.0, connection_burst_per_ip=3))
+        connections_per_second_per_ip=2.0, connection_burst_per_ip=3), journal=NO_JOURNAL)
     for _ in range(3):
         status, _, _ = await upgrade(gateway)
         assert status == 101
@@ -204,8 +207,14 @@ async def test_message_rate_errors_then_4029(start_gateway, ws_connect, metric):
     assert await metric(gateway, "trade_engine_ws_rate_limit_disconnects_total") == 1
 
 
-async def test_a_client_that_slows_down_recovers(start_gateway, ws_connect):
-    gateway = await start_gateway(limits=LimitSettings(messages_per_second=20, message_burst=2))
+async def test_a_client_that_slows_down_recovers(start_gateway, ws_connect, idle_clock):
+    """Three messages at once are one too many; 0.15 s later two more may go.
+
+    On ``idle_clock`` the three take no time at all: in real time they had to
+    make two round trips within 50 ms, before the bucket refilled a token.
+    """
+    gateway = await start_gateway(limits=LimitSettings(messages_per_second=20, message_burst=2),
+                                  journal=NO_JOURNAL)
     async with ws_connect(ws_url(gateway)) as ws:
         client = Client(ws)
         for _ in range(3):

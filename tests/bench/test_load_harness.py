@@ -16,20 +16,25 @@ from pathlib import Path
 
 import pytest
 
-from bench.loadgen import Worker, WorkerSpec, _Client, source_address
-from bench.wsframes import (
-    CLOSE,
-    PING,
-    PONG,
+from bench.loadgen import (
     PUBLISHED_KEY,
     SEQ_KEY,
-    TEXT,
+    Worker,
+    WorkerSpec,
+    _Client,
     int_field,
-    masked_frame,
+    source_address,
+)
+from gateway._frames import (
+    CLOSE,
+    PONG,
+    TEXT,
+    client_frame,
     server_frame,
     split_frames,
     unmask,
 )
+from gateway._frames import PING_OPCODE as PING
 
 ROOT = Path(__file__).resolve().parents[2]  # the checkout: bench.load runs from there
 
@@ -40,12 +45,12 @@ def trade(seq: int, published_ns: int = 1_000_000, pad: int = 0) -> bytes:
             b'"seq":%d,"published_ns":%d}' % (seq, published_ns))
 
 
-# ----------------------------------------------------------------- wsframes
+# ------------------------------- the frame codec (gateway/_frames.py), as the harness uses it
 
 
 def test_masked_frame_round_trips_and_is_masked() -> None:
     payload = b'{"action":"subscribe","stream":"trades"}'
-    frame = masked_frame(TEXT, payload, key=b"\x01\x02\x03\x04")
+    frame = client_frame(TEXT, payload, key=b"\x01\x02\x03\x04")
     assert frame[0] == 0x81
     assert frame[1] == 0x80 | len(payload)
     assert frame[2:6] == b"\x01\x02\x03\x04"
@@ -65,7 +70,7 @@ def test_lengths_7_16_and_64_bit(size: int) -> None:
     frames, rest = split_frames(frame + b"\x81")
     assert frames == [(TEXT, True, payload)]
     assert rest == b"\x81"
-    masked = masked_frame(TEXT, payload)
+    masked = client_frame(TEXT, payload, key=b"\xf0\x0f\xaa\x55")
     assert split_frames(masked)[0] == [(TEXT, True, payload)]
 
 

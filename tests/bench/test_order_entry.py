@@ -28,7 +28,8 @@ from bench.order_load import (
     order_mix,
     parse_http,
 )
-from bench.wsframes import PING, PONG, TEXT, server_frame, split_frames
+from gateway._frames import PING_OPCODE as PING
+from gateway._frames import PONG, TEXT, server_frame, split_frames
 
 ROOT = Path(__file__).resolve().parents[2]  # the checkout: bench.order_entry runs from there
 

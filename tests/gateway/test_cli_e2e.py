@@ -24,7 +24,8 @@ import attrs
 import httpx
 import pytest
 import trio
-from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket_url
+from trio_websocket import ConnectionClosed, WebSocketConnection
+from wsclient import open_ws
 
 from gateway import issue_token
 from gateway._auth import load_or_create_secret
@@ -148,17 +149,15 @@ async def next_of_type(ws: WebSocketConnection, kind: str) -> dict[str, Any]:
 async def until_closed(ws: WebSocketConnection) -> tuple[list[dict[str, Any]], int]:
     """Every message left on the connection, and the close code the server sent.
 
-    After a close handshake the server started, a trio-websocket 0.12 client waits
-    for the server's TCP close and then never closes its own socket (``aclose`` sees
-    the connection closed and returns early), which ``filterwarnings = error``
-    reports as an unclosed socket; so the client's TCP stream is closed here.
+    The clients come from ``wsclient.open_ws``, which closes their TCP stream on exit
+    (trio-websocket 0.12's own client would leave it open after a close the server
+    started).
     """
     messages = []
     while True:
         try:
             messages.append(await next_json(ws))
         except ConnectionClosed as closed:
-            await ws._stream.aclose()
             return messages, closed.reason.code
 
 
@@ -179,10 +178,10 @@ async def test_serve_streams_trades_and_shuts_down_on_sigterm(tmp_path):
         ws = server.ws_url
 
         with trio.fail_after(TIMEOUT):
-            async with open_websocket_url(f"{ws}/ws/orders?token={alice}") as orders, \
-                    open_websocket_url(f"{ws}/ws/trades") as trades, \
-                    open_websocket_url(f"{ws}/ws/markets/BTC-USDT") as market, \
-                    open_websocket_url(f"{ws}/ws") as general, \
+            async with open_ws(f"{ws}/ws/orders?token={alice}") as orders, \
+                    open_ws(f"{ws}/ws/trades") as trades, \
+                    open_ws(f"{ws}/ws/markets/BTC-USDT") as market, \
+                    open_ws(f"{ws}/ws") as general, \
                     httpx.AsyncClient(base_url=server.rest_url, timeout=TIMEOUT) as http:
                 assert (await next_json(orders))["type"] == "subscribed"
                 assert (await next_json(trades))["type"] == "subscribed"

@@ -21,8 +21,14 @@ from wsproto.extensions import PerMessageDeflate
 
 from gateway._deflate import Agreement, InflateError, Inflater, MessageDeflater, negotiate
 from gateway._frames import (
+    CONTINUATION,
+    RSV1,
+    TEXT,
+    client_frame,
+    client_frame_header,
     close_frame,
     deflated_text_frame,
+    frame_header,
     read_header,
     sendable_close_code,
     text_frame,
@@ -240,8 +246,7 @@ def test_byte_by_byte_is_the_same_as_whole():
 
 def masked_frame(first: int, payload: bytes) -> bytes:
     key = b"\x01\x02\x03\x04"
-    assert len(payload) < 126
-    return bytes([first, 0x80 | len(payload)]) + key + unmask(payload, key)
+    return frame_header(first, len(payload), key) + unmask(payload, key)
 
 
 @pytest.mark.parametrize("data", [
@@ -259,11 +264,8 @@ def test_irregular_frames_pass_through_for_wsproto_to_refuse(data):
 def compressed_frame(payload: bytes, *, fin: bool = True, first: bool = True) -> bytes:
     compressor = zlib.compressobj(6, zlib.DEFLATED, -15)
     data = (compressor.compress(payload) + compressor.flush(zlib.Z_SYNC_FLUSH))[:-4]
-    key = b"\x09\x08\x07\x06"
-    head = (0x80 if fin else 0) | (0x41 if first else 0x00)
-    size = len(data)
-    length = bytes([0x80 | size]) if size < 126 else bytes([0x80 | 126]) + size.to_bytes(2, "big")
-    return bytes([head]) + length + key + unmask(data, key)
+    return client_frame(TEXT if first else CONTINUATION, data, fin=fin, rsv=RSV1 if first else 0,
+                        key=b"\x09\x08\x07\x06")
 
 
 def test_invalid_compressed_data_is_1007():
@@ -292,7 +294,7 @@ def test_a_fragmented_message_over_the_limit_is_1009():
 
 
 def test_a_compressed_frame_announcing_more_than_the_limit_is_refused_at_once():
-    head = bytes([0xC1, 0x80 | 126]) + (5000).to_bytes(2, "big") + b"\0\0\0\0"
+    head = client_frame_header(0xC1, 5000)
     with pytest.raises(InflateError) as error:
         Inflater(4000).feed(head)  # not a byte of payload yet
     assert error.value.code == 1009

@@ -38,7 +38,7 @@ from trio_websocket import (
     wrap_server_stream,
 )
 
-from gateway._frames import text_frame
+from gateway._frames import client_frame_header, text_frame
 from gateway._transport import State
 
 PING_PAYLOAD = b"seam"
@@ -98,8 +98,7 @@ async def read_response_head(client: trio.SocketStream) -> bytes:
 
 
 def masked(first: int, payload: bytes) -> bytes:
-    assert len(payload) < 126
-    return bytes([first, 0x80 | len(payload)]) + b"\0\0\0\0" + payload
+    return client_frame_header(first, len(payload)) + payload
 
 
 async def test_each_event_goes_out_in_one_send_all_call():

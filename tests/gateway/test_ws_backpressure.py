@@ -1,6 +1,10 @@
 """Backpressure and liveness: a client that stops reading or stops answering pings is closed.
 
 Seed scenario: PublishChannelFull. A stalled client must cost nobody else a message.
+
+The heartbeat tests run on ``idle_clock`` (virtual time that passes only while
+every task waits) with the journal off, so a pong is never late because the
+machine was slow, and their 0.2 s intervals cost a few milliseconds.
 """
 
 from __future__ import annotations
@@ -8,6 +12,7 @@ from __future__ import annotations
 import json
 
 import trio
+import trio.testing
 from wsclient import (
     PING,
     TEXT,
@@ -21,7 +26,10 @@ from wsclient import (
     wait_for_stats,
 )
 
+from gateway import JournalSettings
+
 SMALL_QUEUE = {"send_queue_size": 8}
+NO_JOURNAL = JournalSettings(enabled=False)  # no thread: idle_clock's jumps stay exact
 
 
 async def trades_until_stalled_client_dropped(gateway, extra_after: int = 50) -> int:
@@ -87,7 +95,8 @@ async def test_stalled_clients_are_closed_with_code_4008(start_gateway):
             while (await stats(gateway))["slow_consumer_disconnects"] < len(stalled):
                 for _ in range(20):
                     await place(gateway, "taker", "buy", "50000.00", "0.001")
-        await trio.sleep(0.05)  # the server is now trying to send its close frame
+        # Every task waits: the server is now stuck sending its close frames.
+        await trio.testing.wait_all_tasks_blocked()
         for client in stalled:
             try:
                 frames = await client.frames()
@@ -103,19 +112,20 @@ async def test_stalled_clients_are_closed_with_code_4008(start_gateway):
     assert outcomes == [4008] * len(stalled)
 
 
-async def test_a_client_that_never_answers_pings_is_closed_with_4009(start_gateway):
-    gateway = await start_gateway(websocket={"ping_interval": 0.2, "pong_timeout": 0.2})
+async def test_a_client_that_never_answers_pings_is_closed_with_4009(start_gateway, idle_clock):
+    gateway = await start_gateway(websocket={"ping_interval": 0.2, "pong_timeout": 0.2},
+                                  journal=NO_JOURNAL)
     silent = await RawClient.connect(gateway, "/ws")
     async with open_client(gateway, "/ws/trades") as lively:
         assert (await lively.receive())["type"] == "subscribed"
-        report = await wait_for_stats(gateway, lambda s: s["heartbeat_timeouts"] == 1)
-        assert report["connections"] in (1, 2)  # the silent one may still be closing
         try:
             frames = await silent.frames()  # pings, then the close frame
         finally:
             await silent.aclose()
         assert frames[0][0] == PING
         assert close_code(frames) == 4009
+        report = await wait_for_stats(gateway, lambda s: s["heartbeat_timeouts"] == 1)
+        assert report["connections"] == 1  # the lively one; the silent one is gone
         # The trio-websocket client answers pings: it outlives several intervals.
         await trio.sleep(1.0)
         await lively.ping()
@@ -124,13 +134,15 @@ async def test_a_client_that_never_answers_pings_is_closed_with_4009(start_gatew
     assert report["connections"] == 1
 
 
-async def test_a_client_that_stops_answering_pings_is_closed_with_4009(start_gateway):
+async def test_a_client_that_stops_answering_pings_is_closed_with_4009(start_gateway,
+                                                                       idle_clock):
     """Pings answered keep a quiet client open; once the pongs stop, it is closed."""
-    gateway = await start_gateway(websocket={"ping_interval": 0.2, "pong_timeout": 0.2})
+    gateway = await start_gateway(websocket={"ping_interval": 0.2, "pong_timeout": 0.2},
+                                  journal=NO_JOURNAL)
     client = await RawClient.connect(gateway, "/ws/trades")  # subscribed; never sends a message
     try:
         pings = 0
-        while pings < 4:  # about 0.8 s: several intervals and pong timeouts
+        while pings < 4:  # 0.8 s: several intervals and pong timeouts
             opcode, payload = await client.next_frame()
             if opcode == PING:
                 pings += 1
@@ -143,13 +155,17 @@ async def test_a_client_that_stops_answering_pings_is_closed_with_4009(start_gat
     assert (await stats(gateway))["heartbeat_timeouts"] == 1
 
 
-async def test_a_client_that_stops_reading_is_a_slow_consumer_not_a_dead_one(start_gateway):
+async def test_a_client_that_stops_reading_is_a_slow_consumer_not_a_dead_one(start_gateway,
+                                                                             idle_clock):
     """Its pong cannot come: the ping is stuck behind data it does not read. That is 4008.
 
     Here the queue never fills (a few dozen KiB at most); the heartbeat finds the
-    client's receive window shut (bytes unacknowledged) when the pong is late.
+    client's receive window shut (bytes unacknowledged) when the pong is late. On
+    the idle clock no time passes while the trades are sent: the window is shut
+    before the first ping, however slow the machine.
     """
-    gateway = await start_gateway(websocket={"ping_interval": 0.3, "pong_timeout": 0.3})
+    gateway = await start_gateway(websocket={"ping_interval": 0.3, "pong_timeout": 0.3},
+                                  journal=NO_JOURNAL)
     stalled = await RawClient.connect(gateway, "/ws/trades", receive_buffer=4096)
     try:
         await place(gateway, "maker", "sell", "50000.00", "100")

@@ -29,7 +29,7 @@ from wsproto.events import (
 from wsproto.extensions import PerMessageDeflate
 
 from gateway import Gateway
-from gateway._frames import read_header, unmask
+from gateway._frames import RSV1, TEXT, client_frame, frame_header, read_header, unmask
 
 Message = dict[str, Any]
 
@@ -232,9 +232,7 @@ def masked_to_unmasked(data: bytes) -> bytes:
     while (header := read_header(data)) is not None:
         end = header.size + header.length
         payload = unmask(data[header.size:end], data[header.key])
-        length = header.length
-        second = bytes([length]) if length < 126 else bytes([126]) + length.to_bytes(2, "big")
-        out += bytes([header.first]) + second + payload
+        out += frame_header(header.first, header.length) + payload
         data = data[end:]
     return out
 
@@ -321,13 +319,11 @@ async def test_compression_switched_off_is_never_agreed(start_gateway):
 def compressed_client_frame(payload: bytes) -> bytes:
     compressor = zlib.compressobj(6, zlib.DEFLATED, -15)
     data = (compressor.compress(payload) + compressor.flush(zlib.Z_SYNC_FLUSH))[:-4]
-    size, key = len(data), b"\x05\x06\x07\x08"
-    length = bytes([0x80 | size]) if size < 126 else bytes([0xFE]) + size.to_bytes(2, "big")
-    return bytes([0xC1]) + length + key + unmask(data, key)
+    return client_frame(TEXT, data, rsv=RSV1, key=b"\x05\x06\x07\x08")
 
 
 @pytest.mark.parametrize(("frame", "code"), [
-    (bytes([0xC1, 0x84]) + b"\1\2\3\4" + unmask(b"\xff\xff\xff\xff", b"\1\2\3\4"), 1007),
+    (client_frame(TEXT, b"\xff\xff\xff\xff", rsv=RSV1, key=b"\1\2\3\4"), 1007),
     (compressed_client_frame(b" " * 300_000), 1009),  # over 4 x 64 KiB once inflated
 ], ids=["invalid_deflate_data", "inflates_past_the_limit"])
 async def test_a_bad_compressed_message_gets_its_close_code_then_eof(gateway, frame, code):

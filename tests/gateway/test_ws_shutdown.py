@@ -11,7 +11,7 @@ import pytest
 import trio
 import trio.lowlevel
 from trio_websocket import ConnectionClosed, HandshakeError, open_websocket_url
-from wsclient import TEXT, TIMEOUT, RawClient, close_code, open_client, rejected_handshake
+from wsclient import CLOSE, TIMEOUT, RawClient, close_code, open_client, rejected_handshake
 
 from gateway import Config, serve
 
@@ -57,15 +57,16 @@ async def test_new_connections_are_refused_during_shutdown(config):
             # A raw client that never answers the close keeps the shutdown in progress.
             lingering = await RawClient.connect(gateway, "/ws/trades")
             gateway.shutdown()
-            await trio.sleep(0.05)
+            # The goodbye comes once the listener refuses new connections (same step).
+            goodbye = await lingering.text_messages(2)  # subscribed, then shutdown
+            assert json.loads(goodbye[-1]) == {"type": "shutdown", "reason": "server shutting down"}
             status, body = await rejected_handshake(gateway, "/ws")
             assert status == 503
             assert body is not None
             assert body["error"]["code"] == "shutting_down"
             frames = await lingering.frames()
             await lingering.aclose()
-            texts = [json.loads(payload) for opcode, payload in frames if opcode == TEXT]
-            assert texts[-1] == {"type": "shutdown", "reason": "server shutting down"}
+            assert [opcode for opcode, _ in frames] == [CLOSE]
             assert close_code(frames) == 1001
         endpoints = gateway.endpoints
     # After serve returned, nothing listens any more.

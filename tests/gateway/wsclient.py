@@ -1,37 +1,41 @@
 """Helpers for the WebSocket tests: real clients on loopback, orders through the public API.
 
-* :func:`open_client` connects a trio-websocket client (``open_websocket_url``)
-  and wraps it in :class:`Client`, which speaks the gateway's JSON and puts a
-  deadline (``TIMEOUT``) on every wait.
+* :func:`open_ws` connects a trio-websocket client on a TCP stream the test
+  owns (trio-websocket's public ``wrap_client_stream``), so the stream is
+  always closed; :func:`open_client` wraps it in :class:`Client`, which speaks
+  the gateway's JSON and puts a deadline (``TIMEOUT``) on every wait.
 * :class:`RawClient` is a hand-written TCP client: it completes the opening
   handshake and then reads only when told to, so it can stall or ignore pings.
+  Its frames are built and read by the project's one frame codec
+  (``gateway._frames``, pure functions over bytes).
 * :func:`place`, :func:`rest_place` and :func:`stats` drive and observe the
   gateway through ``gateway.submit`` and the REST port.
 
-Nothing here reaches into the gateway's private modules.
+Nothing here reaches into the gateway's other private modules, nor into
+trio-websocket's.
 """
 
 from __future__ import annotations
 
 import base64
-import gc
+import contextlib
 import json
 import os
 import socket
-import struct
-import warnings
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from decimal import Decimal
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import httpx
 import trio
-from trio_websocket import ConnectionRejected, WebSocketConnection, open_websocket_url
+from trio_websocket import ConnectionRejected, WebSocketConnection, wrap_client_stream
 
 from engine import CancelOrder, Event, OrderAccepted, PlaceOrder, Side
 from gateway import Gateway
+from gateway._frames import CLOSE, PING_OPCODE, PONG, TEXT, FrameReader, client_frame
+from gateway._frames import close_code as close_payload_code
 
 TIMEOUT = 5.0
 """Seconds any single network wait may take before the test fails."""
@@ -120,44 +124,66 @@ def ws_url(gateway: Gateway, path: str = "/ws", token: str | None = None) -> str
 
 
 @asynccontextmanager
+async def open_ws(url: str, **options: Any) -> AsyncIterator[WebSocketConnection]:
+    """A trio-websocket client for ``url`` whose TCP stream is always closed on exit.
+
+    trio-websocket's own client (0.12.2, ``open_websocket_url``) leaves its
+    socket open when the server closes first (it waits for the TCP close and
+    never closes its end), and the socket of a refused handshake for the
+    garbage collector; ``filterwarnings = error`` turns either into a failure
+    in some later test. Owning the stream and handing it to the public
+    ``wrap_client_stream`` avoids both. ``options`` go to ``wrap_client_stream``.
+    A single error from inside (the block's, or the reader task's) comes out as
+    itself, not in an exception group, as from ``open_websocket_url``.
+
+    Raises:
+        ConnectionRejected: the server refused the handshake (its status and body).
+    """
+    parts = urlsplit(url)
+    assert parts.hostname is not None
+    assert parts.port is not None
+    resource = parts.path + ("?" + parts.query if parts.query else "")
+    with trio.fail_after(TIMEOUT):
+        stream = await trio.open_tcp_stream(parts.hostname, parts.port)
+    try:
+        async with trio.open_nursery() as nursery:  # trio-websocket's reader task
+            with trio.fail_after(TIMEOUT):
+                ws = await wrap_client_stream(nursery, stream, parts.hostname, resource,
+                                              **options)
+            try:
+                yield ws
+            finally:
+                with trio.move_on_after(TIMEOUT):
+                    await ws.aclose()
+                nursery.cancel_scope.cancel()
+    except BaseExceptionGroup as group:  # one error (a refusal, a failed assert): itself
+        if len(group.exceptions) == 1:
+            raise group.exceptions[0] from None
+        raise
+    finally:
+        await stream.aclose()
+
+
+@asynccontextmanager
 async def open_client(
-    gateway: Gateway, path: str = "/ws", token: str | None = None, **options: Any
+    gateway: Gateway, path: str = "/ws", token: str | None = None
 ) -> AsyncIterator[Client]:
     """A trio-websocket client connected to ``path`` (``?token=`` appended when given)."""
-    options.setdefault("connect_timeout", TIMEOUT)
-    options.setdefault("disconnect_timeout", TIMEOUT)
-    ws = None
-    try:
-        async with open_websocket_url(ws_url(gateway, path, token), **options) as ws:
-            yield Client(ws)
-    finally:
-        # trio-websocket 0.12 never closes a client's TCP stream when the server
-        # closed first (its aclose returns early once a close reason is set), which
-        # filterwarnings=error turns into a ResourceWarning in some later test.
-        if ws is not None:
-            await ws._stream.aclose()
+    async with open_ws(ws_url(gateway, path, token)) as ws:
+        yield Client(ws)
 
 
 async def rejected_handshake(
     gateway: Gateway, path: str, token: str | None = None
 ) -> tuple[int, Message | None]:
-    """Open a trio-websocket client that the server must refuse: its status and JSON body.
-
-    trio-websocket 0.12 leaves the client socket of a refused handshake for the
-    garbage collector; it is collected here, with its ResourceWarning silenced,
-    so that ``filterwarnings = error`` does not blame a later test.
-    """
+    """Open a trio-websocket client that the server must refuse: its status and JSON body."""
     status: int | None = None
     body: bytes | None = None
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ResourceWarning)
-        try:
-            with trio.fail_after(TIMEOUT):
-                async with open_websocket_url(ws_url(gateway, path, token)):
-                    pass
-        except ConnectionRejected as exc:
-            status, body = exc.status_code, exc.body
-        gc.collect()
+    try:
+        async with open_ws(ws_url(gateway, path, token)):
+            pass
+    except ConnectionRejected as exc:
+        status, body = exc.status_code, exc.body
     assert status is not None, f"the handshake to {path} was accepted"
     return status, None if not body else json.loads(body)
 
@@ -215,10 +241,13 @@ async def rest_place(http: httpx.AsyncClient, token: str, **order: Any) -> Messa
     return body
 
 
-async def stats(gateway: Gateway) -> Message:
-    async with open_rest(gateway) as http:
-        with trio.fail_after(TIMEOUT):
-            response = await http.get("/stats")
+async def stats(gateway: Gateway, http: httpx.AsyncClient | None = None) -> Message:
+    """``GET /stats``, on ``http`` if given (a new client costs tens of milliseconds)."""
+    if http is None:
+        async with open_rest(gateway) as client:
+            return await stats(gateway, client)
+    with trio.fail_after(TIMEOUT):
+        response = await http.get("/stats")
     assert response.status_code == 200
     body: Message = response.json()
     return body
@@ -226,12 +255,13 @@ async def stats(gateway: Gateway) -> Message:
 
 async def wait_for_stats(gateway: Gateway, predicate: Callable[[Message], bool]) -> Message:
     """Poll ``/stats`` until ``predicate`` holds (the gateway cleans up asynchronously)."""
-    with trio.fail_after(TIMEOUT):
-        while True:
-            current = await stats(gateway)
-            if predicate(current):
-                return current
-            await trio.sleep(0.02)
+    async with open_rest(gateway) as http:
+        with trio.fail_after(TIMEOUT):
+            while True:
+                current = await stats(gateway, http)
+                if predicate(current):
+                    return current
+                await trio.sleep(0.02)
 
 
 # ------------------------------------------------------------ a raw client
@@ -241,12 +271,12 @@ class RawClient:
     """A WebSocket client written by hand on a TCP stream; it reads only when asked.
 
     Used to be the client that stalls or never answers pings; server frames are
-    parsed here (they are never masked).
+    split by :class:`gateway._frames.FrameReader` (they are never masked).
     """
 
     def __init__(self, stream: trio.SocketStream) -> None:
         self.stream = stream
-        self._buffer = bytearray()
+        self._reader = FrameReader()
 
     @classmethod
     async def connect(cls, gateway: Gateway, path: str, receive_buffer: int | None = None,
@@ -255,6 +285,7 @@ class RawClient:
         if receive_buffer is not None:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
         endpoints = gateway.endpoints
+        head = bytearray()
         with trio.fail_after(TIMEOUT):
             await sock.connect((endpoints.host, endpoints.ws_port))
             client = cls(trio.SocketStream(sock))
@@ -264,14 +295,29 @@ class RawClient:
                 "Upgrade: websocket\r\nConnection: Upgrade\r\n"
                 f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
             )
-            while b"\r\n\r\n" not in client._buffer:
+            while b"\r\n\r\n" not in head:
                 data = await client.stream.receive_some(65536)
                 assert data, "the server closed during the handshake"
-                client._buffer += data
-        head, _, rest = bytes(client._buffer).partition(b"\r\n\r\n")
-        assert head.startswith(b"HTTP/1.1 101 "), head
-        client._buffer = bytearray(rest)
+                head += data
+        status, _, rest = bytes(head).partition(b"\r\n\r\n")
+        assert status.startswith(b"HTTP/1.1 101 "), status
+        client._reader.feed(rest)
         return client
+
+    async def _receive(self) -> bool:
+        """Read more bytes into the frame reader; False at the end of the stream.
+
+        What is read is acknowledged at once (TCP_QUICKACK), not after the kernel's
+        delayed-ACK timer (40 ms or more): the server counts unacknowledged bytes
+        (SIOCOUTQ) to tell a client that stopped reading, and on ``idle_clock`` a
+        pong timeout can pass in less real time than that timer.
+        """
+        data = await self.stream.receive_some(1 << 20)
+        self._reader.feed(data)
+        if data:
+            with contextlib.suppress(OSError):  # already reset by the server
+                self.stream.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
+        return bool(data)
 
     async def text_messages(self, count: int, pause: float = 0.0) -> list[str]:
         """The next ``count`` text messages (pings and other frames are skipped).
@@ -281,44 +327,22 @@ class RawClient:
         """
         texts: list[str] = []
         while True:
-            while (frame := self._next_frame()) is not None:
+            while (frame := self._reader.next_frame()) is not None:
                 if frame[0] == TEXT:
-                    texts.append(frame[1].decode())
+                    texts.append(frame[2].decode())
                     if len(texts) == count:
                         return texts
-            data = await self.stream.receive_some(1 << 20)
-            assert data, f"the server closed after {len(texts)} of {count} messages"
-            self._buffer += data
+            assert await self._receive(), (
+                f"the server closed after {len(texts)} of {count} messages")
             if pause:
                 await trio.sleep(pause)
 
     async def next_frame(self) -> tuple[int, bytes]:
         """The next frame of any kind as ``(opcode, payload)``."""
         with trio.fail_after(TIMEOUT):
-            while (frame := self._next_frame()) is None:
-                data = await self.stream.receive_some(1 << 20)
-                assert data, "the server closed the connection"
-                self._buffer += data
-        return frame
-
-    def _next_frame(self) -> tuple[int, bytes] | None:
-        data = self._buffer
-        if len(data) < 2:
-            return None
-        opcode, length, offset = data[0] & 0x0F, data[1] & 0x7F, 2
-        if length == 126:
-            if len(data) < 4:
-                return None
-            (length,), offset = struct.unpack("!H", data[2:4]), 4
-        elif length == 127:
-            if len(data) < 10:
-                return None
-            (length,), offset = struct.unpack("!Q", data[2:10]), 10
-        if len(data) < offset + length:
-            return None
-        payload = bytes(data[offset:offset + length])
-        del data[:offset + length]
-        return opcode, payload
+            while (frame := self._reader.next_frame()) is None:
+                assert await self._receive(), "the server closed the connection"
+        return frame[0], frame[2]
 
     async def frames(self) -> list[tuple[int, bytes]]:
         """Every frame as ``(opcode, payload)`` up to the server's close frame or end of stream.
@@ -328,37 +352,39 @@ class RawClient:
         frames: list[tuple[int, bytes]] = []
         with trio.fail_after(TIMEOUT):
             while True:
-                while (frame := self._next_frame()) is not None:
-                    frames.append(frame)
+                while (frame := self._reader.next_frame()) is not None:
+                    frames.append((frame[0], frame[2]))
                     if frame[0] == CLOSE:
                         return frames
-                data = await self.stream.receive_some(1 << 20)
-                if not data:
+                if not await self._receive():
                     break
-                self._buffer += data
-        assert not self._buffer, (
+        unread = self._reader.unread
+        assert not unread, (
             f"the stream ended inside a frame, after {len(frames)} whole frames; "
-            f"{len(self._buffer)} bytes left: ...{bytes(self._buffer[-48:])!r}")
+            f"{len(unread)} bytes left: ...{unread[-48:]!r}")
         return frames
+
+    @property
+    def unread(self) -> bytes:
+        """Bytes received after the last frame returned (an incomplete frame, or more)."""
+        return self._reader.unread
 
     async def aclose(self) -> None:
         await self.stream.aclose()
 
 
-TEXT, CLOSE, PING = 0x1, 0x8, 0x9
+PING = PING_OPCODE
 
 
 def pong(payload: bytes) -> bytes:
     """A client's pong echoing a ping's payload (masked, as a client's frames must be)."""
-    assert len(payload) < 126
-    key = b"\x01\x02\x03\x04"
-    return bytes([0x8A, 0x80 | len(payload)]) + key + bytes(
-        byte ^ key[i % 4] for i, byte in enumerate(payload))
+    return client_frame(PONG, payload, key=os.urandom(4))
 
 
 def close_code(frames: list[tuple[int, bytes]]) -> int:
     """The code of the (last) close frame; fails if there is none."""
     closes = [payload for opcode, payload in frames if opcode == CLOSE]
     assert closes, f"no close frame among opcodes {[opcode for opcode, _ in frames]}"
-    code: int = struct.unpack("!H", closes[-1][:2])[0]
+    code = close_payload_code(closes[-1])
+    assert code is not None, "a close frame without a code"
     return code
