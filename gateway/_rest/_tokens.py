@@ -104,9 +104,8 @@ class Authenticator:
             raise RequestError(401, "unauthorized", NEED_TOKEN)
         try:
             user_id = self._tokens.verify(token).user_id
-        except AuthError as exc:
-            raise RequestError(401, "unauthorized", f"{exc}; get a new token "
-                               "(trade-engine token --user NAME prints one)") from None
+        except AuthError as exc:  # its message says why, and how to get a new token
+            raise RequestError(401, "unauthorized", str(exc)) from None
         buckets = self._buckets
         if not buckets.take(user_id, now):
             self._stats.rest_rate_limited += 1
