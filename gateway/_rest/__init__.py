@@ -5,8 +5,12 @@ application on the REST port. It answers what concerns every request alike
 (WebSocket handshakes on the wrong port, CORS preflights, bodies over the
 limit), wraps every exchange in a body guard (``_body.py``: an early answer
 never wedges a kept-alive connection) and adds the CORS headers
-(``_cors.py``); the routes themselves are a quart-trio application
-(``_app.py``). JSON encoding and the error envelope live in ``_asgi.py``.
+(``_cors.py``). ``/api/v1`` is plain ASGI: a route table (``_routes.py``), one
+dispatcher with the error envelope (``_api.py``), one authenticator with a
+verified-token cache (``_tokens.py``) and the handlers (``_orders.py``,
+``_market.py``), every request rule coming from ``gateway/_schema.py``;
+``/healthz``, ``/stats`` and ``/metrics`` are a small quart-trio application
+(``_ops.py``). JSON encoding lives in ``_asgi.py``.
 """
 
 from __future__ import annotations
