@@ -241,13 +241,10 @@ class Engine:
 
     def _cancel(self, c: CancelOrder, seq: int, ts: int) -> list[Event]:
         """Cancel one open order: ``cancel_open`` and ``publish_levels``, written out."""
-        oid, user = c.order_id, c.user_id
-        index = self._index
-        if c.client_order_id is not None:
-            found = index.by_client_id(user, c.client_order_id)
-            if found is None:
-                return _unknown_client_id("cancel", c.client_order_id, user, seq, ts)
-            oid = found
+        user, cid, index = c.user_id, c.client_order_id, self._index
+        oid = c.order_id if cid is None else index.by_client_id(user, cid)
+        if oid is None and cid is not None:
+            return _unknown_client_id("cancel", cid, user, seq, ts)
         # inlined: OrderIndex.get(index, oid)
         order = index.by_id.get(oid) if type(oid) is int else None
         if order is None or not order.remaining or order.user_id != user:
@@ -273,8 +270,8 @@ class Engine:
         cid = order.client_order_id
         # Positional: field order of OrderCancelled (see _events); status is its default.
         report = OrderCancelled(
-            seq, ts, symbol, oid, user, cid, side, price, order.quantity, order.filled,
-            cancelled, _USER,
+            seq, ts, symbol, order.order_id, user, cid, side, price, order.quantity,
+            order.filled, cancelled, _USER,
         )
         index.close(order)
         # inlined: publish_levels for this one level. book.top is current (see
@@ -308,13 +305,10 @@ class Engine:
         return events
 
     def _amend(self, c: AmendOrder, seq: int, ts: int) -> list[Event]:
-        oid, user = c.order_id, c.user_id
-        index = self._index
-        if c.client_order_id is not None:
-            found = index.by_client_id(user, c.client_order_id)
-            if found is None:
-                return _unknown_client_id("amend", c.client_order_id, user, seq, ts)
-            oid = found
+        user, cid, index = c.user_id, c.client_order_id, self._index
+        oid = c.order_id if cid is None else index.by_client_id(user, cid)
+        if oid is None and cid is not None:
+            return _unknown_client_id("amend", cid, user, seq, ts)
         order = index.get(oid)
         if order is None or not order.remaining or order.user_id != user:
             return refused("amend", oid, user, order, seq, ts)
