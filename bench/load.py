@@ -53,7 +53,7 @@ from bench.servers import (
     OurServer,
     ServerProcess,
     cpu_seconds,
-    cpu_split,
+    processes_cpu,
     raise_nofile,
     rss_kib,
 )
@@ -226,11 +226,11 @@ def run_once(args: argparse.Namespace, kind: str, *, clients: int, rate: float,
                 name, _ = marks.pop(0)
                 if name == "t0":
                     cpu0, at0 = cpu_seconds(server.pid), time.monotonic()
-                    gen0 = _generator_cpu(workers)
+                    gen0 = processes_cpu(workers)
                     stats0 = stats.get()
                 elif name == "t1":
                     cpu1, at1 = cpu_seconds(server.pid), time.monotonic()
-                    gen1 = _generator_cpu(workers)
+                    gen1 = processes_cpu(workers)
                     if flow is not None:
                         flow.stop()
                 continue
@@ -336,19 +336,6 @@ def run_once(args: argparse.Namespace, kind: str, *, clients: int, rate: float,
     if stall:
         result["stalled_clients"] = _stall_report(results, samples)
     return result, latencies
-
-
-def _generator_cpu(workers: list[Any]) -> tuple[float, float, list[float]]:
-    """(user, system) CPU seconds of the worker processes, summed, and each one's total."""
-    user = system = 0.0
-    each = []
-    for proc in workers:
-        u = s = 0.0
-        with contextlib.suppress(OSError):
-            u, s = cpu_split(proc.pid)
-        user, system = user + u, system + s
-        each.append(u + s)
-    return user, system, each
 
 
 def _figures(results: list[dict[str, Any]], *, kind: str, clients: int, rate: float,

@@ -70,7 +70,7 @@ from bench.servers import (
     OurServer,
     ServerProcess,
     cpu_seconds,
-    cpu_split,
+    processes_cpu,
     raise_nofile,
 )
 
@@ -168,19 +168,6 @@ def _our_stats(port: int) -> dict[str, Any] | None:
         conn.close()
 
 
-def _worker_cpu(workers: list[Any]) -> tuple[float, float, list[float]]:
-    """(user, system) CPU seconds of the worker processes, summed, and each one's total."""
-    user = system = 0.0
-    each = []
-    for proc in workers:
-        u = s = 0.0
-        with contextlib.suppress(OSError):
-            u, s = cpu_split(proc.pid)
-        user, system = user + u, system + s
-        each.append(u + s)
-    return user, system, each
-
-
 # --------------------------------------------------------------------- runs
 
 
@@ -249,9 +236,9 @@ def run_once(args: argparse.Namespace, system: str, connections: int, round_inde
             if now >= marks[0][1]:
                 name, _ = marks.pop(0)
                 if name == "t0":
-                    cpu0, at0, gen0 = cpu_seconds(server.pid), now, _worker_cpu(workers)
+                    cpu0, at0, gen0 = cpu_seconds(server.pid), now, processes_cpu(workers)
                 else:
-                    cpu1, at1, gen1 = cpu_seconds(server.pid), now, _worker_cpu(workers)
+                    cpu1, at1, gen1 = cpu_seconds(server.pid), now, processes_cpu(workers)
                 continue
             next_tick += 1.0
             acked_now = total(ACKED)

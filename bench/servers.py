@@ -60,6 +60,20 @@ def cpu_split(pid: int) -> tuple[float, float]:
     return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK
 
 
+def processes_cpu(processes: list[Any]) -> tuple[float, float, list[float]]:
+    """(user, system) CPU seconds of processes (anything with a ``pid``), summed, and each
+    one's total; a process that has already gone counts as 0."""
+    user = system = 0.0
+    each = []
+    for proc in processes:
+        u = s = 0.0
+        with contextlib.suppress(OSError):
+            u, s = cpu_split(proc.pid)
+        user, system = user + u, system + s
+        each.append(u + s)
+    return user, system, each
+
+
 def rss_kib(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
