@@ -11,6 +11,10 @@ Rules of this module:
   whole ``ws://`` URL; ``--url`` is the server's WebSocket base URL, and a
   trailing ``/ws`` there (as the ``serve`` banner prints it) is not doubled.
 * Exit status: see :data:`EXIT_STATUS`, which ``--help`` prints.
+* The WebSocket is the client library's (``gateway/client/_ws.py``), the
+  raw layer under ``gateway.client.connect``: watch prints what the server
+  sends, as sent, so it uses the connection without the library's
+  subscription bookkeeping.
 """
 
 from __future__ import annotations
@@ -23,19 +27,15 @@ from collections.abc import Sequence
 from urllib.parse import quote, urlsplit
 
 import jwt
-import msgspec
 import trio
-from trio_websocket import (
-    ConnectionClosed,
-    ConnectionRejected,
-    ConnectionTimeout,
-    HandshakeError,
-    wrap_client_stream,
-)
+
+from gateway.client._errors import ConnectFailed, ConnectionLost, HandshakeRejected
+from gateway.client._ws import WebSocket, describe_rejection, open_websocket
 
 DEFAULT_URL = "ws://127.0.0.1:8081"
 CONNECT_TIMEOUT = 10.0  # seconds for TCP connect plus the WebSocket handshake
-CLOSE_TIMEOUT = 2.0  # seconds for the close handshake after --count messages
+HEARTBEAT_INTERVAL = 20.0  # seconds of silence before watch pings the server
+HEARTBEAT_TIMEOUT = 20.0  # seconds more without an answer: the connection is lost
 
 EXIT_STATUS = """\
 exit status:
@@ -108,26 +108,6 @@ def describe_close(code: int | None, reason: str | None, token: str | None) -> s
     return line
 
 
-def describe_rejection(status: int, body: bytes | None) -> str:
-    """One line for an HTTP answer instead of a WebSocket handshake."""
-    message = ""
-    if body:
-        try:
-            error = msgspec.json.decode(body)["error"]
-            message = _one_line(f"{error['code']}: {error['message']}")
-        except (msgspec.DecodeError, KeyError, TypeError):
-            text = body.decode("utf-8", "replace").strip()
-            if text and "\n" not in text and "<" not in text and len(text) <= 200:
-                message = text
-    line = f"the server refused the WebSocket handshake with HTTP {status}"
-    if message:
-        line += f": {message}"
-    if status == 404 and not message.startswith("unknown_symbol"):
-        line += (" (endpoints: /ws, /ws/orders, /ws/trades, /ws/markets/SYMBOL, on the "
-                 "WebSocket port the serve banner prints, 8081 by default)")
-    return line
-
-
 def _user_of(token: str | None) -> str:
     """The token's user, to suggest the right command (the token is not verified here)."""
     try:
@@ -144,37 +124,20 @@ def _one_line(text: str) -> str:
     return " ".join(text.split())
 
 
-def _root_cause(exc: BaseException) -> BaseException:
-    """The first OSError with an errno under ``exc`` (trio groups one per address tried)."""
-    pending = [exc]
-    while pending:
-        seen = pending.pop(0)
-        if isinstance(seen, OSError) and seen.errno is not None:
-            return seen
-        if isinstance(seen, BaseExceptionGroup):
-            pending.extend(seen.exceptions)
-        inner = seen.__cause__ or seen.__context__
-        if inner is not None:
-            pending.append(inner)
-    return exc
-
-
-def describe_connect_error(url: str, exc: BaseException) -> str:
-    """One line for a connection that could not be made at all."""
-    cause = _root_cause(exc)
+def describe_connect_error(url: str, exc: ConnectFailed) -> str:
+    """One line for a connection that could not be made at all (``--url`` named as the fix)."""
     where = urlsplit(url)
-    if isinstance(exc, ConnectionTimeout):
+    if exc.cause is None:
         return (f"cannot connect to {mask(url)}: no answer within {CONNECT_TIMEOUT:g} s; "
                 "check the host and port (the serve banner prints the WebSocket URL)")
-    if isinstance(cause, socket.gaierror):
+    if isinstance(exc.cause, socket.gaierror):
         return (f"cannot connect to {mask(url)}: unknown host {where.hostname!r}; "
                 "check --url (the serve banner prints the WebSocket URL)")
-    if isinstance(cause, ConnectionRefusedError):
+    if isinstance(exc.cause, ConnectionRefusedError):
         return (f"cannot connect to {mask(url)}: connection refused; is the server "
                 f"running? Start it with: trade-engine serve (or pass --url with the "
                 f"WebSocket URL its banner prints)")
-    detail = cause.strerror if isinstance(cause, OSError) and cause.strerror else str(cause)
-    return f"cannot connect to {mask(url)}: {detail or type(cause).__name__}"
+    return str(exc)
 
 
 def run_watch(url: str, token: str | None, requests: Sequence[str], limit: int | None) -> int:
@@ -190,69 +153,45 @@ def run_watch(url: str, token: str | None, requests: Sequence[str], limit: int |
 async def watch(url: str, token: str | None, requests: Sequence[str], limit: int | None) -> int:
     """Print messages from ``url`` until ``limit``; the exit status of ``EXIT_STATUS``.
 
-    The TCP stream is opened and closed here, not by trio-websocket's
-    ``open_websocket_url``, whose 0.12 client leaves its socket open when the
-    server closes first or refuses the handshake.
+    The connection is the client library's (``gateway.client``): its WebSocket
+    owns and always closes its TCP stream, answers the server's pings and
+    pings a silent server itself, so a dead server is reported instead of
+    waited for forever.
     """
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    secure = parts.scheme == "wss"
-    port = parts.port or (443 if secure else 80)
+    shown = mask(url, token)
     try:
-        with trio.fail_after(CONNECT_TIMEOUT):
-            stream: trio.abc.Stream = await (
-                trio.open_ssl_over_tcp_stream(host, port, https_compatible=True) if secure
-                else trio.open_tcp_stream(host, port))
-    except trio.TooSlowError:
-        return _fail(describe_connect_error(url, ConnectionTimeout()))
-    except OSError as exc:
+        ws = await open_websocket(url, shown_url=shown, connect_timeout=CONNECT_TIMEOUT)
+    except HandshakeRejected as exc:
+        return _fail(f"{shown}: " + mask(describe_rejection(exc.status, exc.body), token))
+    except ConnectFailed as exc:
         return _fail(describe_connect_error(url, exc))
-    status = 2
     try:
         async with trio.open_nursery() as nursery:
-            status = await _watch_stream(nursery, stream, url, token, requests, limit)
+            nursery.start_soon(ws.keep_alive, HEARTBEAT_INTERVAL, HEARTBEAT_TIMEOUT)
+            status = await _print_messages(ws, token, requests, limit)
             nursery.cancel_scope.cancel()
-    except* ConnectionRejected as group:  # raised by the connection's reader task
-        rejected = group.exceptions[0]
-        while isinstance(rejected, BaseExceptionGroup):
-            rejected = rejected.exceptions[0]
-        assert isinstance(rejected, ConnectionRejected)
-        status = _fail(f"{mask(url, token)}: " + mask(
-            describe_rejection(rejected.status_code, rejected.body), token))
     finally:
-        await stream.aclose()
+        with trio.CancelScope(shield=True):
+            await ws.abort()
     return status
 
 
-async def _watch_stream(
-    nursery: trio.Nursery, stream: trio.abc.Stream, url: str, token: str | None,
-    requests: Sequence[str], limit: int | None,
-) -> int:
-    parts = urlsplit(url)
-    host = parts.netloc.rsplit("@", 1)[-1]  # the Host header: host[:port]
-    resource = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    try:
-        with trio.fail_after(CONNECT_TIMEOUT):
-            ws = await wrap_client_stream(nursery, stream, host, resource)  # type: ignore[arg-type]
-    except trio.TooSlowError:
-        return _fail(describe_connect_error(url, ConnectionTimeout()))
-    except (HandshakeError, ConnectionClosed, OSError) as exc:
-        return _fail(describe_connect_error(url, exc))
+async def _print_messages(ws: WebSocket, token: str | None, requests: Sequence[str],
+                          limit: int | None) -> int:
     try:
         for message in requests:
-            await ws.send_message(message)
+            await ws.send(message)
         seen = 0
         while limit is None or seen < limit:
-            print(await ws.get_message(), flush=True)
+            print(await ws.receive(), flush=True)
             seen += 1
-    except ConnectionClosed as exc:
-        code = None if exc.reason is None else exc.reason.code
-        if code == 1000:
+    except ConnectionLost as exc:
+        if exc.code == 1000:
             return 0
-        text = None if exc.reason is None else exc.reason.reason
-        return _fail(mask(describe_close(code, text, token), token), status=1)
-    with trio.move_on_after(CLOSE_TIMEOUT):  # --count reached: say goodbye, briefly
-        await ws.aclose()
+        if exc.code is None:
+            return _fail(mask(str(exc), token), status=1)
+        return _fail(mask(describe_close(exc.code, exc.reason, token), token), status=1)
+    await ws.aclose()  # --count reached: say goodbye, briefly
     return 0
 
 

@@ -52,14 +52,7 @@ from gateway.client._messages import (
     decode,
     encode,
 )
-from gateway.client._policy import (
-    Backoff,
-    Beat,
-    Liveness,
-    Reconnect,
-    close_is_final,
-    handshake_is_final,
-)
+from gateway.client._policy import Backoff, Reconnect, close_is_final, handshake_is_final
 from gateway.client._requests import AmountLike, amend_fields, place_fields, target_fields
 from gateway.client._session import Key, Session
 from gateway.client._subscription import Book, Subscription
@@ -194,26 +187,9 @@ class Client:
     async def _serve(self, ws: WebSocket) -> ConnectionLost:
         """Run one connection until it is lost; why it was."""
         o = self._options
-        liveness = Liveness(o.heartbeat_interval, o.heartbeat_timeout, trio.current_time())
-        ws.on_heard = lambda: liveness.heard(trio.current_time())
         lost: list[ConnectionLost] = []
         self._ws = ws
         async with trio.open_nursery() as nursery:
-
-            async def heartbeat() -> None:
-                while True:
-                    beat, when = liveness.check(trio.current_time())
-                    if beat is Beat.PING:
-                        with suppress(ConnectionLost):  # the reader sees it too
-                            await ws.ping()
-                    elif beat is Beat.DEAD:
-                        silence = o.heartbeat_interval + o.heartbeat_timeout
-                        lost.append(ConnectionLost(
-                            f"no answer from the server for {silence:g} s (heartbeat)"))
-                        await ws.abort()
-                        nursery.cancel_scope.cancel()
-                        return
-                    await trio.sleep_until(when)
 
             async def reader() -> None:
                 try:
@@ -230,7 +206,7 @@ class Client:
                     lost.append(exc)
                     nursery.cancel_scope.cancel()
 
-            nursery.start_soon(heartbeat)
+            nursery.start_soon(ws.keep_alive, o.heartbeat_interval, o.heartbeat_timeout)
             self._apply(self._session.connection_made())
             self._connected.set()
             with suppress(ConnectionLost):

@@ -40,7 +40,16 @@ class SubscriptionError(RequestError):
 
 
 class ConnectFailed(ClientError):
-    """No WebSocket could be opened: DNS, TCP, TLS, or no answer in time."""
+    """No WebSocket could be opened: DNS, TCP, TLS, or no answer in time.
+
+    Attributes:
+        cause: the operating system's error (None: no answer in time, or a
+            refused handshake).
+    """
+
+    def __init__(self, message: str, cause: BaseException | None = None) -> None:
+        super().__init__(message)
+        self.cause = cause
 
 
 class HandshakeRejected(ConnectFailed):

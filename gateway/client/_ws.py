@@ -10,8 +10,8 @@ Rules of this module:
   :class:`ConnectionLost` (with the server's close code and reason) after.
 * One reader at a time (:meth:`WebSocket.receive`); sends may come from any
   task and are serialised by a lock. A server ping is answered from the
-  reader; ``on_heard`` is called for every byte received, which is what the
-  heartbeat (``_policy.Liveness``) counts.
+  reader. :meth:`WebSocket.keep_alive` is the heartbeat: any byte received
+  counts as life (``_policy.Liveness`` decides when to ping and when to give up).
 * Bounded: a message is assembled up to ``max_message_size`` bytes; past it
   the client closes with 1009, and nothing else is buffered here (wsproto
   holds at most the bytes of one ``receive_some``).
@@ -24,7 +24,6 @@ from __future__ import annotations
 import contextlib
 import socket
 import ssl
-from collections.abc import Callable
 from urllib.parse import urlsplit
 
 import msgspec
@@ -47,6 +46,7 @@ from wsproto.extensions import PerMessageDeflate
 from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 
 from gateway.client._errors import ConnectFailed, ConnectionLost, HandshakeRejected
+from gateway.client._policy import Beat, Liveness
 
 CLOSE_TIMEOUT = 2.0  # seconds for the close handshake
 MAX_MESSAGE_SIZE = 16 * 1024 * 1024
@@ -70,22 +70,22 @@ def _root_cause(exc: BaseException) -> BaseException:
 
 
 def connect_error(shown_url: str, exc: BaseException | None, timeout: float) -> ConnectFailed:
-    """A :class:`ConnectFailed` whose message says what to check."""
-    if exc is None:
-        return ConnectFailed(f"cannot connect to {shown_url}: no answer within {timeout:g} s; "
-                             "check the host and port (the serve banner prints the WebSocket "
-                             "URL)")
-    cause = _root_cause(exc)
-    if isinstance(cause, socket.gaierror):
-        host = urlsplit(shown_url).hostname
-        return ConnectFailed(f"cannot connect to {shown_url}: unknown host {host!r}; check the "
-                             "URL (the serve banner prints the WebSocket URL)")
-    if isinstance(cause, ConnectionRefusedError):
-        return ConnectFailed(f"cannot connect to {shown_url}: connection refused; is the server "
-                             "running? Start it with: trade-engine serve (or pass the WebSocket "
-                             "URL its banner prints)")
-    detail = cause.strerror if isinstance(cause, OSError) and cause.strerror else str(cause)
-    return ConnectFailed(f"cannot connect to {shown_url}: {detail or type(cause).__name__}")
+    """A :class:`ConnectFailed` whose message says what to check; ``cause`` is the OSError
+    (None: the timeout)."""
+    cause = None if exc is None else _root_cause(exc)
+    if cause is None:
+        text = (f"no answer within {timeout:g} s; check the host and port (the serve banner "
+                "prints the WebSocket URL)")
+    elif isinstance(cause, socket.gaierror):
+        text = (f"unknown host {urlsplit(shown_url).hostname!r}; check the URL (the serve "
+                "banner prints the WebSocket URL)")
+    elif isinstance(cause, ConnectionRefusedError):
+        text = ("connection refused; is the server running? Start it with: trade-engine serve "
+                "(or use the WebSocket URL its banner prints)")
+    else:
+        text = cause.strerror if isinstance(cause, OSError) and cause.strerror else str(cause)
+        text = text or type(cause).__name__
+    return ConnectFailed(f"cannot connect to {shown_url}: {text}", cause=cause)
 
 
 class WebSocket:
@@ -94,7 +94,6 @@ class WebSocket:
     def __init__(self, stream: trio.abc.Stream, conn: WSConnection, shown_url: str,
                  max_message_size: int) -> None:
         self.shown_url = shown_url
-        self.on_heard: Callable[[], None] = lambda: None
         self._stream = stream
         self._conn = conn
         self._max = max_message_size
@@ -104,6 +103,27 @@ class WebSocket:
         self._events: list[Event] = []
         self.close_code: int | None = None
         self.close_reason = ""
+        self._liveness: Liveness | None = None
+        self._dead: str | None = None
+
+    async def keep_alive(self, interval: float, timeout: float) -> None:
+        """Ping after ``interval`` s of silence; after ``timeout`` s more, abort the link.
+
+        Runs until cancelled, or until it declares the connection dead: then the
+        task inside :meth:`receive` raises :class:`ConnectionLost` saying so.
+        """
+        liveness = self._liveness = Liveness(interval, timeout, trio.current_time())
+        while True:
+            beat, when = liveness.check(trio.current_time())
+            if beat is Beat.PING:
+                with contextlib.suppress(ConnectionLost):  # the reader sees it too
+                    await self.ping()
+            elif beat is Beat.DEAD:
+                self._dead = (f"the connection was lost: no answer from the server for "
+                              f"{interval + timeout:g} s (heartbeat)")
+                await self._stream.aclose()
+                return
+            await trio.sleep_until(when)
 
     async def receive(self) -> str:
         """The next text message.
@@ -126,7 +146,8 @@ class WebSocket:
             await self._lost(f"the connection broke: {_root_cause(exc)}")
         except trio.ClosedResourceError:
             await self._lost("the connection was closed")
-        self.on_heard()
+        if self._liveness is not None:
+            self._liveness.heard(trio.current_time())
         try:
             self._conn.receive_data(bytes(data) or None)
             self._events.extend(self._conn.events())
@@ -191,7 +212,7 @@ class WebSocket:
 
     async def _lost(self, message: str) -> None:
         await self._stream.aclose()
-        raise ConnectionLost(message)
+        raise ConnectionLost(self._dead or message)
 
     async def _fail(self, code: int, message: str) -> None:
         """Close with ``code`` (our side found the fault) and raise."""
