@@ -27,6 +27,7 @@ Rules of this module:
 from __future__ import annotations
 
 import logging
+import random
 import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
@@ -144,7 +145,7 @@ class Client:
 
     async def _manage(self, ws: WebSocket) -> None:
         """The client's life: serve a connection, reconnect when it is lost, or give up."""
-        backoff = Backoff(self._options.reconnect)
+        backoff = Backoff(self._options.reconnect, random.uniform)
         try:
             while True:
                 lost = await self._serve(ws)

@@ -19,7 +19,6 @@ Rules of this module:
 from __future__ import annotations
 
 import enum
-import random
 from collections.abc import Callable
 
 import attrs
@@ -47,11 +46,10 @@ class Reconnect:
 class Backoff:
     """Delays of one series of reconnect attempts; :meth:`reset` after a success."""
 
-    def __init__(self, policy: Reconnect, uniform: Callable[[float, float], float] | None = None,
-                 ) -> None:
+    def __init__(self, policy: Reconnect, uniform: Callable[[float, float], float]) -> None:
         self.policy = policy
         self.attempts = 0
-        self._uniform = uniform or random.uniform
+        self._uniform = uniform  # random.uniform in the shell; pinned in tests
 
     def next_delay(self) -> float | None:
         """Seconds to wait before the next attempt; None: give up."""
