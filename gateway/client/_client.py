@@ -483,8 +483,9 @@ async def connect(
                 closing = True
                 nursery.cancel_scope.cancel()
     except BaseExceptionGroup as group:
-        if len(group.exceptions) == 1:
-            raise group.exceptions[0] from None
+        distinct = _distinct_leaves(group)
+        if len(distinct) == 1:  # one error, maybe seen by both the manager and the block
+            raise distinct[0] from None
         raise
     finally:
         with trio.CancelScope(shield=True):
@@ -495,3 +496,15 @@ async def connect(
                 await current.abort()
             for sub in list(client._subs.values()):
                 sub._end(client._failure)
+
+
+def _distinct_leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    leaves: list[BaseException] = []
+    pending: list[BaseException] = [group]
+    while pending:
+        exc = pending.pop()
+        if isinstance(exc, BaseExceptionGroup):
+            pending.extend(exc.exceptions)
+        elif not any(exc is seen for seen in leaves):
+            leaves.append(exc)
+    return leaves
