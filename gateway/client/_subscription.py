@@ -123,6 +123,28 @@ class Subscription:
             self.book._end(error)
 
 
+class _Changes:
+    def __init__(self, book: Book) -> None:
+        self._book = book
+        self._version = book._version
+
+    def __aiter__(self) -> _Changes:
+        return self
+
+    async def __anext__(self) -> BookChanged:
+        book = self._book
+        while book._version == self._version or not book._book.synced:
+            if book._ended:
+                if book._error is not None:
+                    raise book._error
+                raise StopAsyncIteration
+            await book._event.wait()
+        resync = book._resync
+        fresh = resync[1] if resync is not None and resync[0] > self._version else None
+        self._version = book._version
+        return BookChanged(book._book.seq, fresh)
+
+
 @attrs.frozen
 class BookChanged:
     """A wake-up from :meth:`Book.changes`: the book's seq now, and the latest resync
@@ -197,23 +219,16 @@ class Book:
             await self._event.wait()
         self._raise_if_ended()
 
-    async def changes(self) -> AsyncIterator[BookChanged]:
-        """Wake once per change (or per burst of changes) while the book is synced.
+    def changes(self) -> AsyncIterator[BookChanged]:
+        """``async for change in book.changes():`` wakes once per change (or per burst
+        of changes) while the book is synced; each carries the latest resync since the
+        previous wake-up, if any.
 
         Ends when the subscription ends; raises the error that ended it, if any.
+        (An iterator object, not an async generator: nothing to close when
+        the loop is left early.)
         """
-        version = self._version
-        while True:
-            while self._version == version or not self._book.synced:
-                if self._ended:
-                    if self._error is not None:
-                        raise self._error
-                    return
-                await self._event.wait()
-            resync = self._resync
-            fresh = resync[1] if resync is not None and resync[0] > version else None
-            version = self._version
-            yield BookChanged(self._book.seq, fresh)
+        return _Changes(self)
 
     def _raise_if_ended(self) -> None:
         if self._ended:

@@ -75,7 +75,7 @@ def connected_trades(seq: int = 4) -> tuple[Session, int]:
     assert request == {"action": "subscribe", "stream": "trades", "symbol": "BTC/USDT",
                        "id": request["id"]}
     out = feed(session, subscribed(request, seq))
-    assert [o for o in out if isinstance(o, Resolve)][0].request_id == waiter
+    assert next(o for o in out if isinstance(o, Resolve)).request_id == waiter
     return session, waiter
 
 
