@@ -1,79 +1,36 @@
-"""The trio shell: :func:`connect`, and the :class:`Client` it yields.
+"""What the application holds: :func:`connect`, and the :class:`Client` it yields.
 
 Rules of this module:
 
-* Every decision is the :class:`~gateway.client._session.Session`'s (pure);
-  this shell only moves bytes and wakes tasks: it feeds the session what
-  arrives and carries out its outputs.
-* Tasks: ``connect()`` opens a nursery that runs one manager task for the
-  client's life. The manager owns the current connection: a reader task and
-  a heartbeat task in a nursery of their own, then backoff and a new
-  connection when it is lost. Application tasks only send (under the
-  connection's lock) and wait on their own events.
-* Order of requests: the session's outputs are appended to one outbox, in
-  the order the session made them, and whoever sends next sends the whole
-  outbox; two tasks can never put one channel's unsubscribe and subscribe
-  out of order. The outbox is emptied when a connection is lost: the session
-  decides afresh what the next connection must send.
-* Bounded: the outbox holds what the tasks in flight produced; order requests
-  wait for a slot of ``max_in_flight`` (released by the reply, not by a caller
-  who stopped waiting); subscription buffers: see ``_subscription.py``.
-* Failure: when the client gives up (a final close code, a refused
-  reconnect, ``Reconnect.max_attempts``), the manager raises the
-  :class:`ConnectionLost` (or :class:`HandshakeRejected`), every iterator and
-  waiter gets it too, and ``connect()`` raises it alone, never in a group.
+* A thin surface over ``_link.Link`` (the trio shell that keeps the
+  connection) and ``_session.Session`` (the pure protocol state): each method
+  asks the session for the request, hands it to the link, and waits.
+* ``connect()`` runs the link in its own nursery and raises one meaningful
+  error, never an exception group: the first connection's failure
+  (:class:`ConnectFailed`, :class:`HandshakeRejected`), the link's final
+  :class:`ConnectionLost`, or the block's own exception.
+* Leaving ``subscribe()``/``book()`` unsubscribes without waiting for the
+  reply (shielded, bounded by ``connect_timeout``): the session ignores what
+  still arrives for it. Leaving ``connect()`` closes the WebSocket properly.
+* Subscription buffers and their overflow policy: ``_subscription.py``.
 """
 
 from __future__ import annotations
 
-import logging
-import random
 import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from typing import Any
-from urllib.parse import quote, urlsplit
 
-import attrs
 import trio
 
-from gateway.client import _session
-from gateway.client._errors import (
-    ClientError,
-    ConnectFailed,
-    ConnectionLost,
-    HandshakeRejected,
-    NotConnected,
-)
-from gateway.client._messages import (
-    AllCancelled,
-    MalformedMessage,
-    Order,
-    Subscribed,
-    decode,
-    encode,
-)
-from gateway.client._policy import Backoff, Reconnect, close_is_final, handshake_is_final
+from gateway.client._errors import ConnectionLost, NotConnected
+from gateway.client._link import Link, Options, Waiter
+from gateway.client._messages import AllCancelled, Order, Subscribed
+from gateway.client._policy import Reconnect
 from gateway.client._requests import AmountLike, amend_fields, place_fields, target_fields
-from gateway.client._session import Key, Session
+from gateway.client._session import Key, Status
 from gateway.client._subscription import Book, Subscription
-from gateway.client._ws import WebSocket, open_websocket, split_url
-
-log = logging.getLogger("trade_engine.client")
-_TOKEN = "token="
-
-
-def endpoint_url(url: str, token: str | None, *, mask: bool = False) -> str:
-    """The ``/ws`` endpoint of the server at ``url`` (``ws://HOST:PORT``, or with ``/ws``).
-
-    With ``mask``, the token shows as ``***`` (for messages and logs).
-    """
-    split_url(url)  # raises ValueError with the fix for a non-WebSocket URL
-    parts = urlsplit(url)
-    path = parts.path.rstrip("/").removesuffix("/ws") + "/ws"
-    shown = None if token is None else "***" if mask else quote(token, safe="")
-    query = "&".join(q for q in (parts.query, shown and _TOKEN + shown) if q)
-    return f"{parts.scheme}://{parts.netloc}{path}" + (f"?{query}" if query else "")
 
 
 def normalize_symbol(symbol: str | None) -> str | None:
@@ -81,50 +38,30 @@ def normalize_symbol(symbol: str | None) -> str | None:
     return None if symbol is None else symbol.replace("-", "/").upper()
 
 
-@attrs.frozen(kw_only=True)
-class _Options:
-    reconnect: Reconnect
-    heartbeat_interval: float
-    heartbeat_timeout: float
-    connect_timeout: float
-    compression: bool
-    ssl_context: ssl.SSLContext | None
-    buffer_size: int
-    max_in_flight: int
-
-
-class _Waiter:
-    __slots__ = ("event", "result", "slot")
-
-    def __init__(self, slot: bool = False) -> None:
-        self.event = trio.Event()
-        self.result: Any = None
-        self.slot = slot
-
-
 class Client:
-    """A connection to a trade-engine server; made by :func:`connect`."""
+    """A connection to a trade-engine server; made by :func:`connect`.
 
-    def __init__(self, url: str, token: str | None, options: _Options) -> None:
-        self.url = endpoint_url(url, token)
-        self.shown_url = endpoint_url(url, token, mask=True)
-        self._options = options
-        self._session = Session(self._has_room)
-        self._subs: dict[Key, Subscription] = {}
-        self._waiters: dict[int, _Waiter] = {}
-        self._outbox: list[dict[str, Any]] = []
-        self._ws: WebSocket | None = None
-        self._connected = trio.Event()
-        self._slots = trio.Semaphore(options.max_in_flight)
-        self._failure: ClientError | None = None
-        self.reconnects = 0
-        """How many times the client connected again after losing a connection."""
+    It reconnects by itself (see :class:`Reconnect`) and resumes every
+    subscription; ``connected`` says whether a connection is up right now.
+    """
 
-    # ----------------------------------------------------------- the link
+    def __init__(self, link: Link) -> None:
+        self._link = link
+        self._session = link.session
+
+    @property
+    def url(self) -> str:
+        """The server's ``/ws`` endpoint, with the token masked."""
+        return self._link.shown_url
 
     @property
     def connected(self) -> bool:
         return self._session.connected
+
+    @property
+    def reconnects(self) -> int:
+        """How many times the client connected again after losing a connection."""
+        return self._link.reconnects
 
     async def wait_connected(self) -> None:
         """Return once the client is connected (at once if it is).
@@ -132,153 +69,7 @@ class Client:
         Raises:
             ClientError: the client gave up reconnecting.
         """
-        while not self._session.connected:
-            if self._failure is not None:
-                raise self._failure
-            await self._connected.wait()
-
-    async def _open(self) -> WebSocket:
-        o = self._options
-        return await open_websocket(self.url, shown_url=self.shown_url,
-                                    connect_timeout=o.connect_timeout,
-                                    compression=o.compression, ssl_context=o.ssl_context)
-
-    async def _manage(self, ws: WebSocket) -> None:
-        """The client's life: serve a connection, reconnect when it is lost, or give up."""
-        backoff = Backoff(self._options.reconnect, random.uniform)
-        try:
-            while True:
-                lost = await self._serve(ws)
-                self._apply(self._session.connection_lost(str(lost)))
-                self._outbox.clear()
-                self._ws, self._connected = None, trio.Event()
-                if close_is_final(lost.code):
-                    log.error("%s; not reconnecting", lost)
-                    raise lost
-                log.warning("%s: %s; reconnecting", self.shown_url, lost)
-                ws = await self._reconnect(backoff, lost)
-                self.reconnects += 1
-        except ClientError as exc:
-            self._give_up(exc)
-            raise
-
-    async def _reconnect(self, backoff: Backoff, lost: ClientError) -> WebSocket:
-        while True:
-            delay = backoff.next_delay()
-            if delay is None:
-                raise ConnectionLost(f"{lost}; gave up after {backoff.attempts} reconnect "
-                                     "attempts", getattr(lost, "code", None))
-            await trio.sleep(delay)
-            try:
-                ws = await self._open()
-            except HandshakeRejected as exc:
-                if handshake_is_final(exc.status):
-                    log.error("%s; not reconnecting", exc)
-                    raise
-                if exc.retry_after:
-                    await trio.sleep(min(exc.retry_after, self._options.reconnect.max_delay))
-                lost = exc
-            except ConnectFailed as exc:
-                lost = exc
-            else:
-                backoff.reset()
-                return ws
-            log.info("reconnect attempt %d failed: %s", backoff.attempts, lost)
-
-    async def _serve(self, ws: WebSocket) -> ConnectionLost:
-        """Run one connection until it is lost; why it was."""
-        o = self._options
-        lost: list[ConnectionLost] = []
-        self._ws = ws
-        async with trio.open_nursery() as nursery:
-
-            async def reader() -> None:
-                try:
-                    while True:
-                        text = await ws.receive()
-                        try:
-                            message = decode(text)
-                        except MalformedMessage as exc:
-                            log.warning("ignoring a malformed message: %s", exc)
-                            continue
-                        self._apply(self._session.receive(message))
-                        await self._flush()
-                except ConnectionLost as exc:
-                    lost.append(exc)
-                    nursery.cancel_scope.cancel()
-
-            nursery.start_soon(ws.keep_alive, o.heartbeat_interval, o.heartbeat_timeout)
-            self._apply(self._session.connection_made())
-            self._connected.set()
-            with suppress(ConnectionLost):
-                await self._flush()
-            nursery.start_soon(reader)
-        if not lost:  # pragma: no cover - the nursery is only cancelled with a reason
-            lost.append(ConnectionLost("the connection ended"))
-        return lost[0]
-
-    def _give_up(self, error: ClientError) -> None:
-        self._failure = error
-        self._connected.set()  # wake wait_connected(), which raises
-        for waiter in self._waiters.values():
-            waiter.result = error
-            waiter.event.set()
-        for sub in self._subs.values():
-            sub._end(error)
-
-    # ------------------------------------------- the session's outputs
-
-    def _has_room(self, key: Key) -> bool:
-        sub = self._subs.get(key)
-        return sub is None or sub._has_room()
-
-    def _apply(self, outputs: list[_session.Output]) -> None:
-        for output in outputs:
-            if isinstance(output, _session.Send):
-                self._outbox.append(output.request)
-            elif isinstance(output, _session.Deliver):
-                sub = self._subs.get(output.key)
-                if sub is not None:
-                    sub._deliver(output.item)
-            elif isinstance(output, _session.Resolve):
-                waiter = self._waiters.pop(output.request_id, None)
-                if waiter is not None:
-                    if waiter.slot:
-                        self._slots.release()
-                    waiter.result = output.result
-                    waiter.event.set()
-            else:
-                sub = self._subs.pop(output.key, None)
-                if sub is not None:
-                    sub._end(output.error)
-
-    async def _flush(self) -> None:
-        """Send the outbox, in order.
-
-        Raises:
-            ConnectionLost: the connection broke (the manager handles the rest).
-        """
-        ws = self._ws
-        while self._outbox and ws is not None:
-            request = self._outbox.pop(0)
-            await ws.send(encode(request))
-
-    async def _request(self, outputs: list[_session.Output], request_id: int,
-                       waiter: _Waiter) -> Any:
-        self._waiters[request_id] = waiter
-        self._apply(outputs)
-        with suppress(ConnectionLost):  # the session resolves it when the manager sees it
-            await self._flush()
-        try:
-            await waiter.event.wait()
-        except trio.Cancelled:
-            if not waiter.slot:
-                self._waiters.pop(request_id, None)
-                self._session.forget(request_id)
-            raise
-        if isinstance(waiter.result, ClientError):
-            raise waiter.result
-        return waiter.result
+        await self._link.wait_connected()
 
     # ------------------------------------------------------ subscriptions
 
@@ -298,7 +89,7 @@ class Client:
             SubscriptionError: the server refused (``unknown_symbol``, ``unauthorized``...).
             ValueError: a stream or symbol that cannot be subscribed here (says why).
         """
-        size = self._options.buffer_size if buffer_size is None else buffer_size
+        size = self._link.options.buffer_size if buffer_size is None else buffer_size
         if size < 1:
             raise ValueError("buffer_size must be 1 or more")
         sub = await self._subscribe(stream, normalize_symbol(symbol), size)
@@ -324,20 +115,20 @@ class Client:
 
     async def _subscribe(self, stream: str, symbol: str | None,
                          buffer_size: int | None) -> Subscription:
-        if self._failure is not None:
-            raise self._failure
+        if self._link.failure is not None:
+            raise self._link.failure
         key, waiter_id, outputs = self._session.subscribe(stream, symbol)
         order_book = self._session.book(key)
         sub = Subscription(
             stream, symbol, buffer_size,
-            paused=lambda: self._session.status(key) is _session.Status.PAUSED,
+            paused=lambda: self._session.status(key) is Status.PAUSED,
             resume=lambda: self._resume(key),
             book=None if order_book is None else Book(order_book))
-        self._subs[key] = sub
+        self._link.subs[key] = sub
         try:
-            reply = await self._request(outputs, waiter_id, _Waiter())
+            reply = await self._link.request(outputs, waiter_id, Waiter())
         except BaseException:
-            self._subs.pop(key, None)
+            self._link.subs.pop(key, None)
             with trio.CancelScope(shield=True):
                 await self._drop(key)
             raise
@@ -345,15 +136,15 @@ class Client:
         return sub
 
     async def _resume(self, key: Key) -> None:
-        self._apply(self._session.resume(key))
+        self._link.apply(self._session.resume(key))
         with suppress(ConnectionLost):
-            await self._flush()
+            await self._link.flush()
 
     async def _unsubscribe(self, sub: Subscription) -> None:
         key = (sub.stream, sub.symbol)
-        if self._subs.get(key) is not sub:
+        if self._link.subs.get(key) is not sub:
             return
-        del self._subs[key]
+        del self._link.subs[key]
         sub._end()
         with trio.CancelScope(shield=True):
             await self._drop(key)
@@ -363,23 +154,23 @@ class Client:
         request_id, outputs = self._session.unsubscribe(key)
         if request_id is not None:
             self._session.forget(request_id)
-        self._apply(outputs)
-        with trio.move_on_after(self._options.connect_timeout):
+        self._link.apply(outputs)
+        with trio.move_on_after(self._link.options.connect_timeout):
             with suppress(ConnectionLost):
-                await self._flush()
+                await self._link.flush()
 
     # -------------------------------------------------------- order entry
 
     async def _order(self, action: str, fields: dict[str, Any]) -> Any:
-        if self._failure is not None:
-            raise self._failure
-        await self._slots.acquire()
+        if self._link.failure is not None:
+            raise self._link.failure
+        await self._link.slots.acquire()
         try:
             request_id, outputs = self._session.order(action, fields)
         except NotConnected:
-            self._slots.release()
+            self._link.slots.release()
             raise
-        return await self._request(outputs, request_id, _Waiter(slot=True))
+        return await self._link.request(outputs, request_id, Waiter(slot=True))
 
     async def place(
         self, symbol: str, side: str, quantity: AmountLike, price: AmountLike | None = None,
@@ -430,7 +221,7 @@ class Client:
         """Round trip of an application-level ping (``{"action": "ping"}``), in seconds."""
         request_id, outputs = self._session.ping()
         start = trio.current_time()
-        await self._request(outputs, request_id, _Waiter())
+        await self._link.request(outputs, request_id, Waiter())
         return trio.current_time() - start
 
 
@@ -465,20 +256,20 @@ async def connect(
             recover from (token expired: 4003).
         ValueError: ``url`` is not a WebSocket URL.
     """
-    options = _Options(
+    options = Options(
         reconnect=reconnect or Reconnect(), heartbeat_interval=heartbeat_interval,
         heartbeat_timeout=heartbeat_timeout, connect_timeout=connect_timeout,
         compression=compression, ssl_context=ssl_context, buffer_size=buffer_size,
         max_in_flight=max_in_flight)
-    client = Client(url, token, options)
-    ws = await client._open()
+    link = Link(url, token, options)
+    ws = await link.open()
     closing = False
     try:
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(client._manage, ws)
+            nursery.start_soon(link.run, ws)
             try:
-                await client.wait_connected()
-                yield client
+                await link.wait_connected()
+                yield Client(link)
             finally:
                 closing = True
                 nursery.cancel_scope.cancel()
@@ -489,13 +280,13 @@ async def connect(
         raise
     finally:
         with trio.CancelScope(shield=True):
-            current = client._ws or ws
+            current = link.ws or ws
             if closing:
                 await current.aclose()
             else:
                 await current.abort()
-            for sub in list(client._subs.values()):
-                sub._end(client._failure)
+            for sub in list(link.subs.values()):
+                sub._end(link.failure)
 
 
 def _distinct_leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
