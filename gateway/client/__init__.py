@@ -34,6 +34,7 @@ from gateway.client._messages import Amended as Amended
 from gateway.client._messages import Cancelled as Cancelled
 from gateway.client._messages import DepthSnapshot as DepthSnapshot
 from gateway.client._messages import DepthUpdate as DepthUpdate
+from gateway.client._messages import Level as Level
 from gateway.client._messages import Order as Order
 from gateway.client._messages import OrderbookSnapshot as OrderbookSnapshot
 from gateway.client._messages import OrderbookUpdate as OrderbookUpdate
@@ -60,6 +61,7 @@ __all__ = [
     "DepthSnapshot",
     "DepthUpdate",
     "HandshakeRejected",
+    "Level",
     "NotConnected",
     "Order",
     "OrderBook",

@@ -94,7 +94,8 @@ class _Side:
 
     def best(self) -> list[Level]:
         if self._sorted is None:
-            self._sorted = sorted(self.levels.items(), reverse=self._descending)
+            self._sorted = [Level(price, quantity) for price, quantity
+                            in sorted(self.levels.items(), reverse=self._descending)]
         return self._sorted
 
 

@@ -21,13 +21,19 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 
-Amount = Decimal
-Level = tuple[Decimal, Decimal]
-"""A depth level ``(price, quantity)``; quantity 0 in an update deletes the level."""
+
+class Level(NamedTuple):
+    """A depth level; quantity 0 in an update deletes the level. Prints as ``qty @ price``."""
+
+    price: Decimal
+    quantity: Decimal
+
+    def __str__(self) -> str:
+        return f"{self.quantity} @ {self.price}"
 
 
 class _Message(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
@@ -38,6 +44,8 @@ class _Message(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
 
 
 class Subscribed(_Message, frozen=True, kw_only=True, tag="subscribed"):
+    """The reply to a subscribe: the channel's ``seq`` (the next message has ``seq + 1``)."""
+
     id: int | str | None = None
     stream: str
     symbol: str | None = None
@@ -49,16 +57,22 @@ class Subscribed(_Message, frozen=True, kw_only=True, tag="subscribed"):
 
 
 class Unsubscribed(_Message, frozen=True, kw_only=True, tag="unsubscribed"):
+    """The reply to an unsubscribe."""
+
     id: int | str | None = None
     stream: str
     symbol: str | None = None
 
 
 class Pong(_Message, frozen=True, kw_only=True, tag="pong"):
+    """The reply to ``{"action": "ping"}``."""
+
     id: int | str | None = None
 
 
 class Error(_Message, frozen=True, kw_only=True, tag="error"):
+    """A refused request; ``code`` is stable, ``message`` names the fix, ``field`` the input."""
+
     id: int | str | None = None
     code: str
     message: str
@@ -66,6 +80,8 @@ class Error(_Message, frozen=True, kw_only=True, tag="error"):
 
 
 class Shutdown(_Message, frozen=True, kw_only=True, tag="shutdown"):
+    """The server is shutting down; a close (1001) follows and the client reconnects."""
+
     reason: str
 
 
@@ -91,21 +107,29 @@ class Order(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class Placed(_Message, frozen=True, kw_only=True, tag="placed"):
+    """The reply to ``place``: the order once it is durable."""
+
     id: int | str | None = None
     order: Order
 
 
 class Amended(_Message, frozen=True, kw_only=True, tag="amended"):
+    """The reply to ``amend``: the order after the amend."""
+
     id: int | str | None = None
     order: Order
 
 
 class Cancelled(_Message, frozen=True, kw_only=True, tag="cancelled"):
+    """The reply to ``cancel``: the order, status ``CANCELLED``."""
+
     id: int | str | None = None
     order: Order
 
 
 class AllCancelled(_Message, frozen=True, kw_only=True, tag="all_cancelled"):
+    """The reply to ``cancel_all``: the ids cancelled."""
+
     id: int | str | None = None
     cancelled: list[int]
     count: int
@@ -145,6 +169,8 @@ class OrderUpdate(_Message, frozen=True, kw_only=True, tag="order_update"):
 
 
 class TradeExecuted(_Message, frozen=True, kw_only=True, tag="trade_executed"):
+    """A public trade (stream ``trades``); user ids only when the operator allows."""
+
     trade_id: int
     symbol: str
     price: Decimal
@@ -160,6 +186,8 @@ class TradeExecuted(_Message, frozen=True, kw_only=True, tag="trade_executed"):
 
 
 class OrderbookSnapshot(_Message, frozen=True, kw_only=True, tag="orderbook_snapshot"):
+    """The top of book right after subscribing to ``orderbook``, at its ``seq``."""
+
     symbol: str
     best_bid: Decimal | None = None
     best_ask: Decimal | None = None
@@ -170,6 +198,8 @@ class OrderbookSnapshot(_Message, frozen=True, kw_only=True, tag="orderbook_snap
 
 
 class OrderbookUpdate(_Message, frozen=True, kw_only=True, tag="orderbook_update"):
+    """A change of the best bid or ask or of their sizes (stream ``orderbook``)."""
+
     symbol: str
     best_bid: Decimal | None = None
     best_ask: Decimal | None = None
@@ -181,6 +211,8 @@ class OrderbookUpdate(_Message, frozen=True, kw_only=True, tag="orderbook_update
 
 
 class DepthSnapshot(_Message, frozen=True, kw_only=True, tag="depth_snapshot"):
+    """The depth window right after subscribing to ``depth``, at its ``seq``."""
+
     symbol: str
     seq: int
     bids: list[Level]
@@ -189,6 +221,8 @@ class DepthSnapshot(_Message, frozen=True, kw_only=True, tag="depth_snapshot"):
 
 
 class DepthUpdate(_Message, frozen=True, kw_only=True, tag="depth_update"):
+    """The levels of the depth window one command changed (quantity 0: removed)."""
+
     symbol: str
     seq: int
     bids: list[Level]

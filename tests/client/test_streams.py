@@ -23,7 +23,7 @@ import pytest
 import trio
 from proxy import Proxy
 
-from gateway import Gateway
+from gateway import Gateway, JournalSettings
 from gateway.client import (
     Book,
     ConnectFailed,
@@ -283,3 +283,12 @@ async def test_an_expired_token_ends_the_client(gateway: Gateway, token, caplog)
         await follow_orders()
     assert lost.value.code == 4003
     assert "not reconnecting" in caplog.text
+
+
+async def test_an_idle_connection_stays_up_on_heartbeats(start_gateway, idle_clock):
+    gateway = await start_gateway(journal=JournalSettings(enabled=False))
+    with trio.fail_after(TIMEOUT):
+        async with connect(gateway.endpoints.ws_url, heartbeat_interval=1,
+                           heartbeat_timeout=2) as client:
+            await trio.sleep(15)  # ten pings' worth of silence, each answered by a pong
+            assert (client.connected, client.reconnects) == (True, 0)
