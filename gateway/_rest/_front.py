@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from gateway._codes import Code
 from gateway._rest._api import Api
 from gateway._rest._asgi import App, Receive, Scope, Send, error_bytes, send_body
 from gateway._rest._body import BodyGuard
@@ -84,7 +85,7 @@ class RestFront:
                           headers=self._cors.headers(origin), shield=not api)
         if declared is not None and declared > self._max_body:
             await send_body(guard.send, 413, error_bytes(
-                "body_too_large", f"the body is {declared} bytes, over the "
+                Code.BODY_TOO_LARGE, f"the body is {declared} bytes, over the "
                 f"{self._max_body}-byte limit (max_request_body)"))
         elif api:
             await self._api(scope, guard, authorization)
@@ -94,7 +95,7 @@ class RestFront:
     async def _preflight(self, guard: BodyGuard, origin: bytes) -> None:
         if not self._cors.allows(origin):
             await send_body(guard.send, 403, error_bytes(
-                "origin_not_allowed", f"origin {origin.decode('latin-1')!r} is not in "
+                Code.ORIGIN_NOT_ALLOWED, f"origin {origin.decode('latin-1')!r} is not in "
                 "limits.allowed_origins"))
             return
         await guard.send({"type": "http.response.start", "status": 204,
@@ -111,7 +112,7 @@ class RestFront:
         else:
             message = ("this port serves the REST API (/api/v1); the WebSocket listener "
                        "is still starting, on the ws_port setting")
-        body = error_bytes("wrong_port", message)
+        body = error_bytes(Code.WRONG_PORT, message)
         if "websocket.http.response" not in scope.get("extensions", {}):
             await send({"type": "websocket.close", "code": 1008})
             return

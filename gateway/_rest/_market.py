@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from engine import Engine
 from gateway import _messages as messages
+from gateway._codes import Code
 from gateway._hub import Hub
 from gateway._rest._api import Answer, Call
 from gateway._schema import RequestError, market
@@ -53,6 +54,6 @@ def _query_int(call: Call, name: str, default: int, maximum: int) -> int:
     if raw is None:
         return default
     if not (raw.isascii() and raw.isdigit() and len(raw) <= 6) or not 0 < int(raw) <= maximum:
-        raise RequestError(400, f"invalid_{name}",
+        raise RequestError(400, Code(f"invalid_{name}"),
                            f"{name} must be an integer in 1..{maximum}, got {raw!r}", name)
     return int(raw)

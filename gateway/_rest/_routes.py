@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import enum
 
+from gateway._codes import Code
 from gateway._schema import RequestError
 
 PREFIX = "/api/v1"
@@ -85,11 +86,11 @@ def resolve(method: str, path: str) -> tuple[Endpoint, str]:
     """
     found = shape(path)
     if found is None:
-        raise RequestError(404, "not_found", f"no such path {path!r}; the API's paths are "
+        raise RequestError(404, Code.NOT_FOUND, f"no such path {path!r}; the API's paths are "
                            "listed in docs/protocol.md (GET /api/v1/markets is one)")
     methods = ROUTES[found[0]]
     endpoint = methods.get("GET" if method == "HEAD" else method)
     if endpoint is None:
-        raise RequestError(405, "method_not_allowed",
+        raise RequestError(405, Code.METHOD_NOT_ALLOWED,
                            f"{method} is not allowed here; use {allowed(methods)}")
     return endpoint, found[1]
