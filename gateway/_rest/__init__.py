@@ -25,6 +25,7 @@ from gateway._rest._api import Api
 from gateway._rest._cors import CorsPolicy
 from gateway._rest._front import RestFront
 from gateway._rest._market import MarketData
+from gateway._rest._openapi import openapi_handler
 from gateway._rest._ops import create_ops_app
 from gateway._rest._orders import Orders
 from gateway._rest._routes import Endpoint
@@ -61,7 +62,7 @@ def create_app(
         Endpoint.CANCEL_ALL: orders.cancel_all, Endpoint.GET_ORDER: orders.get_order,
         Endpoint.AMEND: orders.amend, Endpoint.CANCEL: orders.cancel,
         Endpoint.MARKETS: data.markets, Endpoint.ORDERBOOK: data.orderbook,
-        Endpoint.TRADES: data.trades,
+        Endpoint.TRADES: data.trades, Endpoint.OPENAPI: openapi_handler(runtime.engine.markets),
     }, auth, max_request_body=max_request_body)
     ops = create_ops_app(runtime, hub, stats=stats, connection_count=connection_count)
     return RestFront(api, ops, cors=CorsPolicy(limits.allowed_origins),

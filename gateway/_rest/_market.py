@@ -24,12 +24,13 @@ class MarketData:
         self._hub = hub
         self._markets = engine.markets
         self._with_user_ids = public_trade_user_ids
+        # f"{d:f}": never an exponent, as str() would give for 0.00000001 ("1E-8").
         self._listing = {"markets": [
             {"symbol": s.symbol, "base": s.base, "quote": s.quote,
-             "tick_size": str(s.tick_size), "lot_size": str(s.lot_size),
-             "min_quantity": str(s.min_quantity), "min_notional": str(s.min_notional),
-             "maker_fee_rate": str(s.maker_fee_rate), "taker_fee_rate": str(s.taker_fee_rate),
-             "fee_precision": s.fee_precision}
+             "tick_size": f"{s.tick_size:f}", "lot_size": f"{s.lot_size:f}",
+             "min_quantity": f"{s.min_quantity:f}", "min_notional": f"{s.min_notional:f}",
+             "maker_fee_rate": f"{s.maker_fee_rate:f}",
+             "taker_fee_rate": f"{s.taker_fee_rate:f}", "fee_precision": s.fee_precision}
             for s in engine.markets.values()
         ]}
 

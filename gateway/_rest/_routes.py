@@ -35,6 +35,7 @@ class Endpoint(enum.Enum):
     MARKETS = ("markets", False)
     ORDERBOOK = ("orderbook", False)
     TRADES = ("trades", False)
+    OPENAPI = ("openapi", False)
 
     @property
     def private(self) -> bool:
@@ -49,6 +50,7 @@ ROUTES: dict[str, dict[str, Endpoint]] = {
     "markets": {"GET": Endpoint.MARKETS},
     "markets/{symbol}/orderbook": {"GET": Endpoint.ORDERBOOK},
     "markets/{symbol}/trades": {"GET": Endpoint.TRADES},
+    "openapi.json": {"GET": Endpoint.OPENAPI},
 }
 
 
@@ -57,7 +59,7 @@ def shape(path: str) -> tuple[str, str] | None:
     rest = path[len(PREFIX) + 1:] if path.startswith(PREFIX + "/") else None
     if rest is None:
         return None
-    if rest in ("orders", "markets"):
+    if rest in ("orders", "markets", "openapi.json"):
         return rest, ""
     if rest.startswith("orders/"):
         param = rest[len("orders/"):]
