@@ -171,8 +171,11 @@ _FIELD_HINT = {
 
 
 def normalize_symbol(symbol: str) -> str:
-    """``BTC-USDT`` and ``btc/usdt`` name the market ``BTC/USDT``."""
-    return symbol.replace("-", "/").upper()
+    """``BTC-USDT`` and ``btc/usdt`` name the market ``BTC/USDT``.
+
+    ASCII only: ``str.upper`` turns a long s (U+017F) into ``"S"``, a misspelling to refuse.
+    """
+    return symbol.replace("-", "/").upper() if symbol.isascii() else symbol
 
 
 def unknown_symbol_message(symbol: object, symbols: Mapping[str, object] | list[str]) -> str:
@@ -206,8 +209,8 @@ _Enum = TypeVar("_Enum", bound=StrEnum)
 def _choice(value: str | None, name: str, kind: type[_Enum], default: _Enum | None) -> Any:
     if value is None:
         return default
-    try:
-        return kind(value.lower())
+    try:  # ASCII only: str.lower turns a Kelvin sign into "k" ("marKet")
+        return kind(value.lower() if value.isascii() else value)
     except ValueError:
         fail(400, Code(f"invalid_{name}"), f"{name} must be one of {_FIELD_HINT[name]}, "
              f"got {value!r}", name)

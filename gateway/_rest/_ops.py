@@ -42,8 +42,12 @@ def create_ops_app(
             404: "no such path; the REST API is under /api/v1 (see docs/protocol.md), "
                  "and /healthz, /stats and /metrics are here",
         }.get(status, error.description or code)
-        return Response(error_bytes(code, message), status=status,
-                        content_type="application/json")
+        response = Response(error_bytes(code, message), status=status,
+                            content_type="application/json")
+        for name, value in error.get_headers():  # a 405's Allow, above all
+            if name.lower() != "content-type":
+                response.headers[name] = value
+        return response
 
     @app.get("/healthz")
     async def healthz() -> Response:

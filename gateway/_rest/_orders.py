@@ -109,14 +109,16 @@ class Orders:
         symbol = call.query("symbol")
         only = None if symbol is None else market(self._markets, symbol).symbol
         status = call.query("status")
-        if status is not None and status.upper() not in _OPEN_STATUSES:
+        if status is not None and status.isascii():  # a dotless i upper-cases to "I"
+            status = status.upper()
+        if status is not None and status not in _OPEN_STATUSES:
             raise RequestError(400, Code.INVALID_STATUS, "this list holds open orders: status is "
                                "OPEN or PARTIALLY_FILLED", "status")
         markets = self._markets
         orders = [order_json(o, markets[o.symbol])
                   for o in self._engine.open_orders(call.user_id, only)]
         if status is not None:
-            orders = [o for o in orders if o["status"] == status.upper()]
+            orders = [o for o in orders if o["status"] == status]
         return 200, {"orders": orders}
 
     def _admit(self, user_id: str) -> None:

@@ -26,7 +26,15 @@ import referencing
 import referencing.jsonschema
 from openapi_spec_validator import validate as validate_openapi
 
-from engine import DEFAULT_MARKETS, MarketSpec, RejectReason
+from engine import (
+    DEFAULT_MARKETS,
+    MarketSpec,
+    OrderType,
+    RejectReason,
+    SelfTradePrevention,
+    Side,
+    TimeInForce,
+)
 from engine._markets import _DECIMAL
 from engine._validate import MAX_CLIENT_ORDER_ID
 from gateway import LimitSettings
@@ -35,7 +43,7 @@ from gateway._rest._openapi import DECIMAL_PATTERN, OPERATIONS, OPS, build
 from gateway._rest._openapi import MAX_CLIENT_ORDER_ID as DOCUMENTED_MAX_CLIENT_ORDER_ID
 from gateway._rest._ops import create_ops_app
 from gateway._rest._routes import PREFIX, ROUTES, Endpoint
-from gateway._schema import AmendBody, PlaceBody
+from gateway._schema import AmendBody, PlaceBody, RequestError, _choice, market
 
 GATEWAY = Path(__file__).parents[2] / "gateway"
 MARKETS = {m.symbol: m for m in DEFAULT_MARKETS}
@@ -212,7 +220,9 @@ async def _exercise(http: httpx.AsyncClient, doc: Document, token: Any) -> None:
     check(await http.get(orders, headers=alice, params={"symbol": "BTC-USDT",
                                                          "status": "partially_filled"}),
           "GET", orders)
-    check(await http.get(orders, headers=alice, params={"status": "FILLED"}), "GET", orders)
+    for status in ("FILLED", "part\u0131ally_f\u0131lled"):  # a dotless i upper-cases to "I"
+        refused = await http.get(orders, headers=alice, params={"status": status})
+        assert check(refused, "GET", orders)["error"]["code"] == "invalid_status"
     check(await http.get(orders, headers=alice, params={"symbol": "nope"}), "GET", orders)
 
     path = f"{orders}/{placed['order_id']}"
@@ -242,3 +252,61 @@ async def _exercise(http: httpx.AsyncClient, doc: Document, token: Any) -> None:
         answer = await http.delete(orders, headers=carol)
     check(answer, "DELETE", orders)
     assert answer.status_code == 429
+
+
+def _case_confusables() -> dict[str, str]:
+    """Non-ASCII characters that Python's case mapping turns into ASCII letters (Kelvin
+    sign -> "k", long s -> "S", "ß" -> "SS"...)."""
+    found = {}
+    for point in range(0x80, 0x110000):
+        char = chr(point)
+        for mapped in (char.lower(), char.upper()):
+            if mapped.isascii() and mapped.isalpha():
+                found[char] = mapped
+    return found
+
+
+def _spellings(word: str) -> set[str]:
+    """``word`` in a few letter cases, and with each confusable put in for its letters."""
+    spellings = {word, word.upper(), word.lower(), word.title()}
+    for char, mapped in _case_confusables().items():
+        for index in range(len(word)):
+            if word[index:index + len(mapped)].lower() == mapped.lower():
+                spellings.add(word[:index] + char + word[index + len(mapped):])
+    return spellings
+
+
+def _matches(pattern: str, value: str) -> bool:
+    """ECMA-262 ``^...$`` (what JSON Schema means): the whole value, no final newline."""
+    return re.fullmatch(pattern.removeprefix("^").removesuffix("$"), value) is not None
+
+
+@pytest.mark.parametrize("name", ["side", "type", "time_in_force", "self_trade_prevention"])
+def test_documented_choices_are_exactly_what_the_server_accepts(name):
+    schema = build(MARKETS, version="0")["components"]["schemas"]["PlaceBody"]
+    choice = schema["properties"][name]
+    rule = choice["anyOf"][0] if "anyOf" in choice else choice
+    kind = {"side": Side, "type": OrderType, "time_in_force": TimeInForce,
+            "self_trade_prevention": SelfTradePrevention}[name]
+    for word in kind:
+        for spelling in _spellings(str(word)) | {f"{word}\n", f" {word}"}:
+            try:
+                _choice(spelling, name, kind, None)
+                accepted = True
+            except RequestError:
+                accepted = False
+            assert accepted == _matches(rule["pattern"], spelling), repr(spelling)
+
+
+def test_documented_symbols_are_exactly_what_the_server_accepts():
+    rule = build(MARKETS, version="0")["components"]["schemas"]["PlaceBody"]["properties"][
+        "symbol"]
+    for symbol in MARKETS:
+        for written in (symbol, symbol.replace("/", "-")):
+            for spelling in _spellings(written) | {f"{written}\n", symbol.replace("/", "")}:
+                try:
+                    market(MARKETS, spelling)
+                    accepted = True
+                except RequestError:
+                    accepted = False
+                assert accepted == _matches(rule["pattern"], spelling), repr(spelling)
