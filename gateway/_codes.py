@@ -8,7 +8,8 @@ Rules of this module:
   with their :class:`engine.RejectReason` value (``price_off_tick``...), except
   ``unknown_order`` and ``not_owner``, which become ``order_not_found``.
 * :data:`REST` says which HTTP statuses each code of the REST listener comes
-  with; :data:`ORDER_ENTRY` the codes a WebSocket order-entry reply adds;
+  with; an order-entry reply on the WebSocket shares them (but
+  :data:`REST_ONLY`) and adds :data:`ORDER_ENTRY`;
   :data:`HANDSHAKE` the refusals of a WebSocket handshake (on the WebSocket
   port). The codes of the WebSocket control protocol (subscribe, ping...) are
   :class:`gateway._protocol.ErrorCode`.
@@ -112,6 +113,13 @@ REST_REASONS: dict[str, tuple[tuple[int, ...], str]] = {
 }
 """The engine's refusals, answered 400 with the reason as the code."""
 
+REST_ONLY = frozenset({
+    Code.WRONG_PORT, Code.ORIGIN_NOT_ALLOWED, Code.NOT_FOUND, Code.METHOD_NOT_ALLOWED,
+    Code.BODY_TOO_LARGE, Code.HTTP_ERROR, Code.INVALID_STATUS, Code.INVALID_DEPTH,
+    Code.INVALID_LIMIT,
+})
+"""REST codes of paths, methods, bodies and query parameters: never an order-entry reply's."""
+
 ORDER_ENTRY: dict[str, str] = {
     Code.INVALID_MESSAGE: "an order-entry request whose `order` is not an object, or that "
                           "the engine task could not take",
@@ -137,3 +145,8 @@ HANDSHAKE: dict[str, tuple[int, str]] = {
 def rest_codes() -> dict[str, tuple[tuple[int, ...], str]]:
     """Every code the REST listener may answer with, the engine's refusals included."""
     return {**REST, **REST_REASONS}
+
+
+def order_entry_codes() -> set[str]:
+    """Every code a WebSocket order-entry reply may carry."""
+    return {code for code in rest_codes() if code not in REST_ONLY} | set(ORDER_ENTRY)
