@@ -154,8 +154,9 @@ Counts = dict[str, Annotated[int, Meta(ge=0)]]
 Count = Annotated[int, Meta(ge=0)]
 
 
-class Stats(msgspec.Struct, forbid_unknown_fields=True):
-    """The server's counters since it started (``/metrics`` has them for Prometheus)."""
+class Stats(msgspec.Struct):
+    """The server's counters since it started (``/metrics`` has them for Prometheus); a
+    server may add counters (the only answer that allows unknown fields)."""
 
     connections: Count
     connections_total: Count

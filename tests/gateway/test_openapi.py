@@ -171,6 +171,14 @@ async def test_the_document_is_served_without_a_token(gateway, http):
     assert (await http.head("/api/v1/openapi.json")).status_code == 200
 
 
+async def test_a_405_outside_the_api_says_allow(http):
+    for path in ("/healthz", "/stats", "/metrics"):
+        refused = await http.post(path)
+        assert refused.status_code == 405
+        assert refused.json()["error"]["code"] == "method_not_allowed"
+        assert set(refused.headers["allow"].split(", ")) >= {"GET", "HEAD"}
+
+
 async def test_live_answers_match_the_document(start_gateway, token):
     gateway = await start_gateway(
         markets=(*DEFAULT_MARKETS, SATS), public_trade_user_ids=True, max_request_body=4096,
