@@ -11,17 +11,19 @@ from __future__ import annotations
 from engine import Engine
 from gateway import _messages as messages
 from gateway._codes import Code
-from gateway._hub import Hub
 from gateway._rest._api import Answer, Call
 from gateway._schema import RequestError, market
+from gateway._streams import StreamState
 
 
 class MarketData:
     """The market-data handlers of one gateway."""
 
-    def __init__(self, engine: Engine, hub: Hub, *, public_trade_user_ids: bool) -> None:
+    def __init__(
+        self, engine: Engine, streams: StreamState, *, public_trade_user_ids: bool
+    ) -> None:
         self._engine = engine
-        self._hub = hub
+        self._streams = streams
         self._markets = engine.markets
         self._with_user_ids = public_trade_user_ids
         # f"{d:f}": never an exponent, as str() would give for 0.00000001 ("1E-8").
@@ -39,7 +41,7 @@ class MarketData:
 
     async def orderbook(self, call: Call) -> Answer:
         spec = market(self._markets, call.param, None)
-        return 200, self._hub.depth_view(spec.symbol, _query_int(call, "depth", 20, 1000))
+        return 200, self._streams.depth_view(spec.symbol, _query_int(call, "depth", 20, 1000))
 
     async def trades(self, call: Call) -> Answer:
         spec = market(self._markets, call.param, None)
