@@ -185,6 +185,10 @@ class Recorder:
                 return message
             kept.append(message)
 
+    def forget(self, ws: Any) -> None:
+        """Drop the messages of ``ws`` kept so far (validated already)."""
+        self._kept.pop(id(ws), None)
+
     async def request(self, ws: Any, request: dict[str, Any], kind: str) -> dict[str, Any]:
         await ws.send_message(json.dumps(request))
         return await self.until(ws, kind, id=request.get("id"))
@@ -217,8 +221,9 @@ async def _scenario(gateway: Any, token: Callable[[str], str], ws_connect: Any,
             ws_connect(f"{url}/ws/markets/BTC-USDT") as top, \
             ws_connect(f"{url}/ws?token={alice}") as general, \
             ws_connect(f"{url}/ws?token={bob}") as trader:
-        for ws in (orders, trades, top):
+        for ws in (orders, top):
             await record.until(ws, "subscribed")
+        subscribed = await record.until(trades, "subscribed")
         await record.until(top, "orderbook_snapshot")
         for number, request in enumerate([
             {"action": "subscribe", "stream": "depth", "symbol": "btc-usdt"},
@@ -276,6 +281,20 @@ async def _scenario(gateway: Any, token: Callable[[str], str], ws_connect: Any,
             await http.delete(f"/api/v1/orders/{resting['order_id']}", headers=bearer)
         for action in ("amended", "cancelled"):
             await record.until(orders, "order_update", action=action)
+
+        await record.request(trades, {"action": "unsubscribe", "stream": "trades",
+                                      "id": "r-0"}, "unsubscribed")
+        record.forget(trades)
+        resumed = await record.request(trades, {
+            "action": "subscribe", "stream": "trades", "id": "r-1",
+            "since": {"epoch": subscribed["epoch"], "seq": subscribed["seq"]}}, "subscribed")
+        assert resumed["resumed"] is True
+        replayed = await record.until(trades, "trade_executed")  # from history
+        assert replayed["seq"] == subscribed["seq"] + 1
+        for since in ({"epoch": "0" * 16, "seq": 0}, {"epoch": subscribed["epoch"], "seq": -1}):
+            await record.request(trades, {"action": "subscribe", "stream": "depth",
+                                          "symbol": "ETH/USDT", "id": "r-2", "since": since},
+                                 "error")
 
         await record.request(general, {"action": "ping", "id": 9}, "pong")
         await record.request(general, {"action": "ping"}, "pong")
