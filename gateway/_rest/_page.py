@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import html
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from importlib.resources import files
 from typing import Any
 
@@ -129,8 +129,9 @@ class Page:
 
 
 async def _answer(
-    send: Send, method: str, status: int, body: bytes, headers: list[tuple[bytes, bytes]],
-    *, scope: Scope | None = None, etag: bytes | None = None,
+    send: Send, method: str, status: int, body: bytes,
+    headers: Sequence[tuple[bytes, bytes]] = (), *, scope: Scope | None = None,
+    etag: bytes | None = None,
 ) -> None:
     if scope is not None and etag is not None and _matches(header(scope, b"if-none-match"), etag):
         status, body = 304, b""
