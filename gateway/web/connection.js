@@ -257,7 +257,7 @@ export class Subscription {
   }
 
   _send() {
-    if (this.status === "closed" || !this.connection.isOpen) return;
+    if (["closed", "active", "subscribing"].includes(this.status) || !this.connection.isOpen) return;
     const fields = this._fields();
     const resuming = this.epoch != null && this.seq != null;
     if (resuming) fields.since = {epoch: this.epoch, seq: this.seq};
@@ -292,6 +292,12 @@ export class Subscription {
       this._notice(`${this.stream}: could not resume (${error.message}); subscribing fresh`);
       this.status = "idle";
       this._send();
+      return;
+    }
+    if (error.code === "rate_limited" || error.code === "timeout") {  // try again in a while
+      this.status = "idle";
+      this._notice(`${this.stream}: ${error.message}; trying again`);
+      setTimeout(() => this._send(), 2000);
       return;
     }
     this.status = "failed";

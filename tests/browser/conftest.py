@@ -40,7 +40,7 @@ def browser() -> Iterator[WebDriver]:
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
     for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
-                 "--window-size=1400,900", "--disable-gpu", "--no-first-run"):
+                 "--window-size=1400,860", "--disable-gpu", "--no-first-run"):
         options.add_argument(flag)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     # Both paths given: selenium would otherwise ask the network for a driver.

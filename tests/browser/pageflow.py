@@ -23,6 +23,8 @@ from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.ui import WebDriverWait
 
 BTC = "BTC/USDT"
+NONE = "\u2013"
+"""What the page shows for a price that does not exist (an en dash)."""
 WAIT = 10.0
 """Seconds the page may take to reach any state a test waits for."""
 
@@ -51,9 +53,9 @@ class Page:
         except TimeoutException:
             await self.screenshot("timeout")
             console = await self.run(self.driver.get_log, "browser")
-            pytest.fail(f"the page never showed {what} within {timeout} s; "
-                        f"status {await self.text('status')!r}, account {await self.text('account')!r}, "
-                        f"notice {await self.text('notice')!r}; console: {console}")
+            states = {name: await self.text(name) for name in ("status", "account", "notice")}
+            pytest.fail(f"the page never showed {what} within {timeout} s; {states}; "
+                        f"console: {console}")
 
     async def element(self, element_id: str) -> WebElement:
         return await self.run(self.driver.find_element, By.ID, element_id)
@@ -102,6 +104,14 @@ async def seed_book(http: httpx.AsyncClient, buyer: str, seller: str, levels: in
                          quantity=f"0.{i + 2:02d}250")
 
 
+async def trade_around(http: httpx.AsyncClient, buyer: str, seller: str, count: int = 12) -> None:
+    """``count`` small trades at prices around 50000 (a bid, then a market sell into it)."""
+    for i in range(count):
+        price = 49940 + (i * 37) % 50 + 3 * i
+        await rest_order(http, buyer, side="buy", price=f"{price}.00", quantity="0.00150")
+        await rest_order(http, seller, side="sell", type="market", quantity="0.00150")
+
+
 async def rest_book(http: httpx.AsyncClient, levels: int, symbol: str = BTC) -> dict[str, Any]:
     answer = await http.get(f"/api/v1/markets/{quote(symbol, safe='')}/orderbook",
                             params={"depth": levels})
@@ -134,8 +144,8 @@ async def expect_ladder_matches_rest(
     bids = await page.rows("bids", "price", "quantity")
     assert [list(level) for level in reversed(asks)] == book["asks"]  # shown highest first
     assert [list(level) for level in bids] == book["bids"]
-    best_bid = book["bids"][0][0] if book["bids"] else "–"
-    best_ask = book["asks"][0][0] if book["asks"] else "–"
+    best_bid = book["bids"][0][0] if book["bids"] else NONE
+    best_ask = book["asks"][0][0] if book["asks"] else NONE
     assert await page.text("best-bid") == best_bid
     assert await page.text("best-ask") == best_ask
     if book["bids"] and book["asks"]:

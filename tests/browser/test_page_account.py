@@ -16,10 +16,11 @@ from pageflow import (
     bearer,
     expect_ladder_matches_rest,
     has_data,
+    no_row_with,
     rest_order,
     row_with,
-    no_row_with,
     seed_book,
+    trade_around,
 )
 from selenium.webdriver.common.by import By
 
@@ -50,6 +51,7 @@ async def test_an_order_from_the_form_appears_in_my_orders_and_is_cancelled_ther
         gateway, http, token, page):
     alice, bob = token("alice"), token("bob")
     with trio.fail_after(TIMEOUT):
+        await trade_around(http, bob, alice)  # bob's bids, alice's market sells: a chart
         await seed_book(http, alice, bob)
         resting = await rest_order(http, alice, side="buy", price="49900.00", quantity="0.02000")
         await rest_order(http, bob, side="sell", type="market", quantity="0.05000")  # trades

@@ -76,8 +76,9 @@ async def test_the_ladder_stays_equal_to_the_rest_book_through_random_order_flow
                 else:
                     side = rng.choice(["buy", "sell"])
                     price = 50000 + (rng.randint(1, 12) if side == "sell" else -rng.randint(0, 11))
+                    quantity = f"0.00{rng.randint(1, 9)}{rng.randint(0, 9)}0"
                     placed = await rest_order(http, who, side=side, price=f"{price}.00",
-                                              quantity=f"0.00{rng.randint(1, 9)}{rng.randint(0, 9)}0")
+                                              quantity=quantity)
                     open_orders.append((who, placed["order_id"]))
             book = await expect_ladder_matches_rest(page, http, levels=5)
     assert len(book["bids"]) == 5 or len(book["asks"]) == 5  # the window was full
