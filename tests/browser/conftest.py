@@ -56,6 +56,7 @@ def browser() -> Iterator[WebDriver]:
 def page(browser: WebDriver, tmp_path: Path) -> Iterator[Page]:
     """The browser, wrapped for trio tests; a screenshot is kept in ``tmp_path``."""
     browser.get("about:blank")
+    browser.get_log("browser")  # drained: a test reads only its own console
     page = Page(browser, tmp_path)
     try:
         yield page

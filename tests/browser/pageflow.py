@@ -76,6 +76,16 @@ class Page:
             "return [...document.getElementById(arguments[0]).rows]"
             ".map(r => arguments[1].map(n => r.dataset[n] ?? null))", tbody_id, list(names))]
 
+    async def paste_token(self, token: str) -> None:
+        """Paste ``token`` into the token box and press *Use* (typing it key by key is slow)."""
+
+        def paste() -> None:
+            box = self.driver.find_element(By.ID, "token")
+            self.driver.execute_script("arguments[0].value = arguments[1]", box, token)
+            self.driver.find_element(By.ID, "token-use").click()
+
+        await self.run(paste)
+
     async def screenshot(self, name: str) -> Path:
         path = self.tmp_path / f"{name}.png"
         png = await self.run(self.driver.get_screenshot_as_png)

@@ -29,10 +29,6 @@ DOCS_SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "page.png"
 """Rewritten from a test run when TRADE_ENGINE_DOCS_SCREENSHOT=1."""
 
 
-async def use_token(page, token: str) -> None:
-    await page.run(lambda: page.driver.find_element(By.ID, "token").send_keys(token + "\n"))
-
-
 async def fill(page, **fields: str) -> None:
     def typing() -> None:
         for name, value in fields.items():
@@ -60,7 +56,7 @@ async def test_an_order_from_the_form_appears_in_my_orders_and_is_cancelled_ther
         assert await page.text("account") == "no token: the order form needs one"
         assert not await page.run(lambda: page.driver.find_element(By.ID, "o-submit").is_enabled())
 
-        await use_token(page, alice)
+        await page.paste_token(alice)
         await page.wait(has_data("account", "state", "ready"), "the account ready")
         assert (await page.text("account")).startswith("signed in as alice")
         # alice's orders from before, listed over REST and kept live by the stream
@@ -117,7 +113,7 @@ async def test_the_servers_own_error_message_is_shown(gateway, http, token, page
     with trio.fail_after(TIMEOUT):
         refused = (await http.post("/api/v1/orders", json=bad, headers=bearer(alice))).json()
         await page.open(gateway.endpoints.rest_url + "/")
-        await use_token(page, alice)
+        await page.paste_token(alice)
         await page.wait(has_data("account", "state", "ready"), "the account ready")
         await click(page, "#o-sell")
         await fill(page, price=bad["price"], quantity=bad["quantity"])
@@ -137,14 +133,14 @@ async def test_an_expired_token_is_told_apart_in_the_servers_words(gateway, http
     with trio.fail_after(TIMEOUT):
         refused = (await http.get("/api/v1/orders", headers=bearer(expired))).json()
         await page.open(gateway.endpoints.rest_url + "/")
-        await use_token(page, expired)
+        await page.paste_token(expired)
         await page.wait(has_data("account", "state", "expired"), "the token expired")
         assert await page.text("account") == f"token expired: {refused['error']['message']}"
         assert "trade-engine token --user alice" in refused["error"]["message"]
         assert await page.run(lambda: not page.driver.find_element(By.ID, "o-submit").is_enabled())
 
         # A token that expires while connected: the server closes with 4003.
-        await use_token(page, token("alice", ttl=2))
+        await page.paste_token(token("alice", ttl=2))
         await page.wait(has_data("account", "state", "ready"), "the account ready")
         await page.wait(has_data("account", "state", "expired"), "the token expired (4003)")
         assert "(4003 token expired)" in await page.text("account")

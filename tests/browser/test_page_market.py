@@ -49,6 +49,8 @@ async def test_the_page_connects_shows_the_book_and_prints_a_trade(gateway, http
         assert await page.data("chart", "points") == "1"
         await expect_ladder_matches_rest(page, http, levels=10)  # the trade took a bid
         await page.screenshot("trade")
+    console = await page.run(page.driver.get_log, "browser")
+    assert [entry for entry in console if entry["level"] == "SEVERE"] == []
 
 
 async def test_the_ladder_stays_equal_to_the_rest_book_through_random_order_flow(

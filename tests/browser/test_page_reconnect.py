@@ -35,8 +35,7 @@ async def test_the_page_reconnects_after_a_restart_and_catches_up(tmp_path: Path
                 await seed_book(http, alice, bob, levels=4)
                 await rest_order(http, bob, side="sell", type="market", quantity="0.00300")
                 await page.open(url + "/")
-                await page.run(lambda: page.driver.find_element("id", "token").send_keys(
-                    alice + "\n"))
+                await page.paste_token(alice)
                 await page.wait(has_data("account", "state", "ready"), "the account ready")
                 await expect_ladder_matches_rest(page, http, levels=10)
             gateway.shutdown()  # clients get {"type": "shutdown"} and 1001
