@@ -130,26 +130,27 @@ async def rest_book(http: httpx.AsyncClient, levels: int, symbol: str = BTC) -> 
     return book
 
 
-def book_at(seq: int):  # type: ignore[no-untyped-def]
-    """A wait condition: the page's ladder is verified at depth ``seq``."""
+def book_at(seq: int, symbol: str = BTC):  # type: ignore[no-untyped-def]
+    """A wait condition: the page's ladder of ``symbol`` is verified at depth ``seq``."""
 
     def condition(driver: WebDriver) -> bool:
         table = driver.find_element(By.ID, "book")
         return (table.get_attribute("data-synced") == "true"
+                and table.get_attribute("data-symbol") == symbol
                 and table.get_attribute("data-seq") == str(seq))
 
     return condition
 
 
 async def expect_ladder_matches_rest(
-    page: Page, http: httpx.AsyncClient, levels: int, mismatches: int = 0,
+    page: Page, http: httpx.AsyncClient, levels: int, mismatches: int = 0, symbol: str = BTC,
 ) -> dict[str, Any]:
     """Wait until the page shows the book at REST's seq, then compare every level.
 
     ``mismatches``: the checksum mismatches the page may have seen so far.
     """
-    book = await rest_book(http, levels)
-    await page.wait(book_at(book["seq"]), f"the book at seq {book['seq']}")
+    book = await rest_book(http, levels, symbol)
+    await page.wait(book_at(book["seq"], symbol), f"the {symbol} book at seq {book['seq']}")
     asks = await page.rows("asks", "price", "quantity")
     bids = await page.rows("bids", "price", "quantity")
     assert [list(level) for level in reversed(asks)] == book["asks"]  # shown highest first

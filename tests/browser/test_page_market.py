@@ -21,10 +21,12 @@ from pageflow import (
     seed_book,
 )
 from selenium.webdriver.common.by import By
+from selenium.webdriver.support.select import Select
 
 from gateway import JournalSettings
 
 TIMEOUT = 30
+ETH = "ETH/USDT"
 
 
 async def test_the_page_connects_shows_the_book_and_prints_a_trade(gateway, http, token, page):
@@ -49,6 +51,14 @@ async def test_the_page_connects_shows_the_book_and_prints_a_trade(gateway, http
         assert await page.data("chart", "points") == "1"
         await expect_ladder_matches_rest(page, http, levels=10)  # the trade took a bid
         await page.screenshot("trade")
+
+        # another market: its own book, and an empty tape
+        await rest_order(http, alice, symbol=ETH, side="buy", price="3000.00", quantity="0.0100")
+        await page.run(lambda: Select(page.driver.find_element(By.ID, "market"))
+                       .select_by_value(ETH))
+        await expect_ladder_matches_rest(page, http, levels=10, symbol=ETH)
+        assert await page.rows("tape", "tradeId") == []
+        assert (await page.script("return location.hash")) == "#ETH-USDT"
     console = await page.run(page.driver.get_log, "browser")
     assert [entry for entry in console if entry["level"] == "SEVERE"] == []
 
