@@ -24,6 +24,7 @@ from gateway._config import LimitSettings
 from gateway._hub import Hub
 from gateway._limits import OrderRate
 from gateway._rest._api import Api
+from gateway._rest._asgi import Scope
 from gateway._rest._cors import CorsPolicy
 from gateway._rest._front import RestFront, request_host, websocket_url
 from gateway._rest._market import MarketData
@@ -70,8 +71,11 @@ def create_app(
         Endpoint.TRADES: data.trades,
     }, auth, max_request_body=max_request_body)
     ops = create_ops_app(runtime, hub, stats=stats, connection_count=connection_count)
-    page = Page(load_files(), depth_levels=depth_levels, websocket_url=lambda scope: (
-        websocket_url(request_host(scope), websocket_port(), "/ws")))
+    def page_websocket_url(scope: Scope) -> str | None:
+        port = websocket_port()
+        return websocket_url(request_host(scope), port, "/ws") if port else None
+
+    page = Page(load_files(), depth_levels=depth_levels, websocket_url=page_websocket_url)
     return RestFront(api, page, ops, cors=CorsPolicy(limits.allowed_origins),
                      max_request_body=max_request_body, websocket_port=websocket_port)
 

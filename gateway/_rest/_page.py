@@ -60,13 +60,14 @@ class Page:
     Args:
         files: the files by name, ``index.html`` among them (:func:`load_files`).
         websocket_url: the WebSocket listener's URL for a browser that reached
-            this server at ``host`` (``ws://host:port/ws``); called per request,
-            as the WebSocket port is bound after the REST one.
+            this server as ``scope`` did (``ws://host:port/ws``), or None while
+            that listener starts (it is bound after the REST one): the page is
+            then 503 with ``Retry-After``.
         depth_levels: ``websocket.depth_levels``, the depth stream's window.
     """
 
     def __init__(
-        self, files: dict[str, bytes], *, websocket_url: Callable[[Scope], str],
+        self, files: dict[str, bytes], *, websocket_url: Callable[[Scope], str | None],
         depth_levels: int,
     ) -> None:
         index = files["index.html"]
@@ -86,14 +87,13 @@ class Page:
         """Whether ``path`` is the page's (the front routes it here)."""
         return path in _PAGE_PATHS or path.startswith(STATIC)
 
-    def render(self, scope: Scope) -> tuple[bytes, str]:
-        """The page for one request, and the WebSocket URL filled in."""
-        ws_url = self._websocket_url(scope)
+    def render(self, ws_url: str) -> bytes:
+        """The page, for a browser that reaches the WebSocket listener at ``ws_url``."""
         text = (self._template
                 .replace("{{ws_url}}", html.escape(ws_url))
                 .replace("{{depth_levels}}", str(self._depth_levels))
                 .replace("{{static}}", f"{STATIC}{self.version}/"))
-        return text.encode(), ws_url
+        return text.encode()
 
     async def __call__(self, scope: Scope, send: Send) -> None:
         method: str = scope["method"]
@@ -104,7 +104,13 @@ class Page:
                 [(b"allow", _ALLOW)])
             return
         if path in _PAGE_PATHS:
-            body, ws_url = self.render(scope)
+            ws_url = self._websocket_url(scope)
+            if ws_url is None:
+                await _answer(send, method, 503, error_bytes(
+                    "starting", "the server is starting: reload the page in a second"),
+                    [(b"retry-after", b"1")])
+                return
+            body = self.render(ws_url)
             origin = ws_url.split("/ws", 1)[0]
             policy = (f"default-src 'none'; script-src 'self'; style-src 'self'; "
                       f"img-src 'self' data:; connect-src 'self' {origin}; "

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import re
 from importlib.resources import files
+from typing import Any
 
 import trio
 
-from gateway._rest._page import load_files
+from gateway._rest._page import Page, load_files
 
 TIMEOUT = 10
 
@@ -101,3 +102,17 @@ def test_every_file_the_page_loads_ships_in_the_package():
     assert imports <= set(shipped), imports - set(shipped)
     refs = {ref.rsplit("/", 1)[1] for ref in page_refs(shipped["index.html"].decode())}
     assert refs <= set(shipped)
+
+
+async def test_while_the_websocket_listener_starts_the_page_says_to_reload():
+    page = Page(load_files(), websocket_url=lambda scope: None, depth_levels=10)
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    await page({"method": "GET", "path": "/", "headers": []}, send)
+    start, body = sent
+    assert start["status"] == 503
+    assert (b"retry-after", b"1") in start["headers"]
+    assert b"reload the page" in body["body"]
