@@ -31,6 +31,7 @@ from gateway._limits import OrderRate
 from gateway._rest import create_app
 from gateway._runtime import EngineRuntime
 from gateway._stats import Stats
+from gateway._stream_files import StreamRecovery, in_memory
 from gateway._ws import WebSocketGateway
 
 log = logging.getLogger("trade_engine.gateway")
@@ -74,6 +75,11 @@ class Gateway:
         """The engine, for queries only: commands go through :meth:`submit`."""
         return self._runtime.engine
 
+    @property
+    def epoch(self) -> str:
+        """The stream numbering's epoch, as every ``subscribed`` reply names it."""
+        return self._runtime.streams.epoch
+
     async def submit(self, command: Command) -> list[Event]:
         """Apply a command through the engine task, exactly as REST does.
 
@@ -116,13 +122,19 @@ async def serve(
 async def _serve(config: Config, task_status: trio.TaskStatus[Gateway]) -> None:
     stats = Stats()
     journal: JournalWriter | None = None
+    depth_levels = config.websocket.depth_levels
+    history_settings = attrs.evolve(config.history, messages=min(
+        config.history.messages, config.websocket.send_queue_size))
     if config.journal.enabled:
         directory = config.journal_directory
+        renumbering = StreamRecovery(directory, depth_levels, history_settings)
         recovery = await trio.to_thread.run_sync(lambda: recover(
             directory, config.markets, order_history=config.engine.order_history,
             trade_history=config.engine.trade_history,
+            on_snapshot=renumbering.on_snapshot, on_record=renumbering.on_record,
         ))
         engine = recovery.engine
+        streams, history = renumbering.finish(engine)
         journal = JournalWriter(
             directory, next_seq=engine.last_seq + 1, fsync=config.journal.fsync,
             segment_bytes=config.journal.segment_bytes,
@@ -132,26 +144,26 @@ async def _serve(config: Config, task_status: trio.TaskStatus[Gateway]) -> None:
             "state hash %s", directory, recovery.snapshot_seq, recovery.replayed,
             engine.last_seq, engine.state_hash(),
         )
+        log.info("stream epoch %s, %d messages of history to resume from",
+                 streams.epoch, len(history))
     else:
         engine = Engine(
             config.markets,
             order_history=config.engine.order_history,
             trade_history=config.engine.trade_history,
         )
+        streams, history = in_memory(engine, depth_levels, history_settings)
     hub = Hub(
         engine.markets,
-        depth_levels=config.websocket.depth_levels,
+        streams=streams,
+        history=history,
         public_trade_user_ids=config.public_trade_user_ids,
         queue_size=config.engine.fanout_queue_size,
         stats=stats,
         publish_timestamps=config.websocket.publish_timestamps,
     )
-    for symbol, book in hub.depth.items():  # the depth stream starts from the recovered book
-        depth = engine.depth(symbol)
-        book.load([(lv.price, lv.quantity) for lv in depth.bids],
-                  [(lv.price, lv.quantity) for lv in depth.asks])
     runtime = EngineRuntime(
-        engine, hub, queue_size=config.engine.command_queue_size, stats=stats,
+        engine, streams, hub, queue_size=config.engine.command_queue_size, stats=stats,
         journal=journal, snapshot_every=config.journal.snapshot_every,
     )
     verifier = TokenVerifier.from_settings(config.auth, config.data_dir)

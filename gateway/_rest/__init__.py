@@ -60,7 +60,7 @@ def create_app(
         depth_levels: ``websocket.depth_levels``, which the page's checksum needs.
     """
     orders = Orders(runtime, order_rate=order_rate, stats=stats)
-    data = MarketData(runtime.engine, hub, public_trade_user_ids=public_trade_user_ids)
+    data = MarketData(runtime.engine, runtime.streams, public_trade_user_ids=public_trade_user_ids)
     auth = Authenticator(TokenCache(verifier), rate=limits.rest_requests_per_second,
                          burst=limits.rest_burst, stats=stats)
     api = Api({
