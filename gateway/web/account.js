@@ -48,6 +48,7 @@ export class Account {
     this._closed = new Set();
     this._streamed = new Set();
     this.symbol = null;
+    this._generation = 0;
     this._wire();
     this._renderOrders();
   }
@@ -160,6 +161,7 @@ export class Account {
   }
 
   async _reload() {
+    const generation = ++this._generation;  // a late answer to an older reload is dropped
     this.orders.clear();
     this._closed.clear();
     this._streamed.clear();
@@ -169,7 +171,7 @@ export class Account {
       const answer = await fetch("/api/v1/orders", {headers: {Authorization: `Bearer ${token}`}});
       const body = await answer.json();
       if (!answer.ok) throw new Error(body.error ? body.error.message : answer.statusText);
-      if (token !== this.token) return;
+      if (token !== this.token || generation !== this._generation) return;
       for (const order of body.orders) {
         if (!this._streamed.has(order.order_id) && !this._closed.has(order.order_id)) {
           this.orders.set(order.order_id, order);

@@ -5,7 +5,9 @@
 // or a seq gap resubscribes and shows "resynchronising" until the new
 // snapshot); the tape merges the REST history with the stream by `trade_id`,
 // so a trade is never shown twice and a fresh subscription loses none that the
-// server still lists.
+// server still lists. A resumed subscription keeps the book and the tape; a
+// fresh one (first, after a resync, or when the server could not resume: a new
+// epoch may number trades anew) starts both from the server's.
 
 import {DepthBook} from "./book.js";
 import {drawChart} from "./chart.js";
@@ -43,9 +45,11 @@ export class MarketView {
     this.mismatches = 0;
     this._depth = null;
     this._trades = null;
+    this._generation = 0;  // of the trades subscription: a late REST answer is dropped
   }
 
   show(symbol) {
+    this._generation += 1;
     if (this._depth) this._depth.close();
     if (this._trades) this._trades.close();
     this.symbol = symbol;
@@ -67,7 +71,11 @@ export class MarketView {
       },
     });
     this._trades = this.connection.subscribe("trades", symbol, {
-      fresh: () => this._backfill(symbol),
+      fresh: () => {  // a new subscription (maybe a new epoch): the server's trades only
+        this.trades = new Map();
+        this._renderTrades();
+        this._backfill(symbol, ++this._generation);
+      },
       message: (m) => {
         this._addTrades([m]);
         return true;
@@ -85,12 +93,12 @@ export class MarketView {
     return ok;
   }
 
-  async _backfill(symbol) {
+  async _backfill(symbol, generation) {
     try {
       const answer = await fetch(`/api/v1/markets/${encodeURIComponent(symbol)}/trades?limit=${CHART_POINTS}`);
       const body = await answer.json();
       if (!answer.ok) throw new Error(body.error ? body.error.message : answer.statusText);
-      if (symbol === this.symbol) this._addTrades(body.trades);
+      if (generation === this._generation) this._addTrades(body.trades);
     } catch (error) {
       this.notify("error", `could not load recent trades: ${error.message}`);
     }
