@@ -49,6 +49,7 @@ export class Account {
     this._streamed = new Set();
     this.symbol = null;
     this._generation = 0;
+    this._resumeOnShow = false;
     this._wire();
     this._renderOrders();
   }
@@ -104,6 +105,16 @@ export class Account {
       failed: (error) => this.notify("error", `orders: ${errorText(error)}`),
       notice: (text) => this.notify("info", text),
     });
+  }
+
+  /** Close the account's connection while the page is hidden; `resume` opens it again. */
+  pause() {
+    this._resumeOnShow = this.connection !== null && this.connection.state !== "stopped";
+    if (this._resumeOnShow) this.connection.stop();
+  }
+
+  resume() {
+    if (this._resumeOnShow && this.connection) this.connection.start();
   }
 
   _disconnect() {

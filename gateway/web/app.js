@@ -62,6 +62,17 @@ async function main() {
   const market = new MarketView(connection, depthLevels, notify);
   const account = new Account(wsUrl, notify);
   window.tradePage = {connection, market, account};
+  // Leaving the page closes its connections at once (a page kept in the back-forward
+  // cache would otherwise hold them open, unanswered); coming back opens them again.
+  window.addEventListener("pagehide", () => {
+    connection.stop();
+    account.pause();
+  });
+  window.addEventListener("pageshow", (event) => {
+    if (!event.persisted) return;
+    connection.start();
+    account.resume();
+  });
   account.restore();
 
   const markets = await loadMarkets();

@@ -16,15 +16,23 @@ Rules (see the project's browser-test notes):
 
 from __future__ import annotations
 
+import contextlib
 import shutil
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
+import attrs
 import pytest
+import trio
 from pageflow import WAIT, Page
 from selenium import webdriver
 from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.remote.webdriver import WebDriver
+
+from gateway import Config, Fsync, Gateway, JournalSettings, WebSocketSettings, serve
+
+StartGateway = Callable[..., Awaitable[Gateway]]
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -53,17 +61,59 @@ def browser() -> Iterator[WebDriver]:
 
 
 @pytest.fixture
-def page(browser: WebDriver, tmp_path: Path) -> Iterator[Page]:
-    """The browser, wrapped for trio tests; a screenshot is kept in ``tmp_path``."""
+def blank_browser(browser: WebDriver) -> Iterator[WebDriver]:
+    """The browser on a blank page, left on a blank page (its WebSockets closed) after the test."""
     browser.get("about:blank")
     browser.get_log("browser")  # drained: a test reads only its own console
-    page = Page(browser, tmp_path)
     try:
-        yield page
+        yield browser
     finally:
-        try:
-            if page.loaded:
-                browser.save_screenshot(str(tmp_path / "last.png"))
-            browser.get("about:blank")  # closes the page's WebSockets
-        except WebDriverException:
-            pass
+        with contextlib.suppress(WebDriverException):
+            browser.get("about:blank")
+
+
+@pytest.fixture
+async def start_gateway(tmp_path: Path) -> AsyncIterator[StartGateway]:
+    """Start a gateway (as ``tests/conftest.py``'s) in this fixture's own nursery.
+
+    Not in pytest-trio's ``nursery``, which is cancelled as soon as the test returns:
+    these servers stop only after the ``page`` fixture closed the page, so they are never
+    cancelled under a browser's open WebSockets (each would then wait out its close
+    handshake, ``CLOSE_TIMEOUT`` in ``gateway/_closing.py``).
+    """
+    async with trio.open_nursery() as nursery:
+
+        async def start(**overrides: Any) -> Gateway:
+            config = Config(rest_port=0, ws_port=0, data_dir=tmp_path / "data",
+                            journal=JournalSettings(fsync=Fsync.OFF))
+            websocket = overrides.pop("websocket", None)
+            if websocket is not None:
+                overrides["websocket"] = attrs.evolve(WebSocketSettings(), **websocket)
+            gateway: Gateway = await nursery.start(serve, attrs.evolve(config, **overrides))
+            return gateway
+
+        yield start
+        nursery.cancel_scope.cancel()
+
+
+@pytest.fixture
+async def gateway(start_gateway: StartGateway) -> Gateway:
+    return await start_gateway()
+
+
+@pytest.fixture
+async def page(
+    blank_browser: WebDriver, tmp_path: Path, start_gateway: StartGateway,
+) -> AsyncIterator[Page]:
+    """The browser, wrapped for trio tests.
+
+    Its teardown runs before the test's servers stop (``start_gateway``): a last
+    screenshot (``last.png`` in ``tmp_path``), then a blank page, so the browser closes
+    the page's WebSockets itself, and the server has seen them close.
+    """
+    page = Page(blank_browser, tmp_path)
+    yield page
+    if page.url is not None:
+        await page.screenshot("last")
+        await page.run(blank_browser.get, "about:blank")
+        await page.until_disconnected()

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import httpx
 import pytest
@@ -35,14 +35,31 @@ class Page:
     def __init__(self, driver: WebDriver, tmp_path: Path) -> None:
         self.driver = driver
         self.tmp_path = tmp_path
-        self.loaded = False
+        self.url: str | None = None
+        """The server of the last page opened (``http://host:port``)."""
 
     async def run(self, function: Callable[..., Any], *args: Any) -> Any:
         return await trio.to_thread.run_sync(function, *args)
 
     async def open(self, url: str) -> None:
-        self.loaded = True
+        parts = urlsplit(url)
+        self.url = f"{parts.scheme}://{parts.netloc}"
         await self.run(self.driver.get, url)
+
+    async def until_disconnected(self) -> None:
+        """Wait (2 s at most) until the last page's server counts no WebSocket connection
+        (its ``/stats``); return at once when that server is gone."""
+        assert self.url is not None
+        async with httpx.AsyncClient(base_url=self.url, timeout=2) as http:
+            with trio.move_on_after(2):
+                while True:
+                    try:
+                        stats = (await http.get("/stats")).json()
+                    except httpx.TransportError:
+                        return
+                    if stats["connections"] == 0:
+                        return
+                    await trio.sleep(0.02)
 
     async def wait(self, condition: Callable[[WebDriver], Any], what: str,
                    timeout: float = WAIT) -> Any:

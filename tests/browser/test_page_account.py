@@ -139,8 +139,9 @@ async def test_an_expired_token_is_told_apart_in_the_servers_words(gateway, http
         assert "trade-engine token --user alice" in refused["error"]["message"]
         assert await page.run(lambda: not page.driver.find_element(By.ID, "o-submit").is_enabled())
 
-        # A token that expires while connected: the server closes with 4003.
-        await page.paste_token(token("alice", ttl=2))
+        # A token that expires while connected (in 2 to 3 s: `exp` is in whole seconds):
+        # the server closes with 4003.
+        await page.paste_token(token("alice", ttl=3))
         await page.wait(has_data("account", "state", "ready"), "the account ready")
         await page.wait(has_data("account", "state", "expired"), "the token expired (4003)")
         assert "(4003 token expired)" in await page.text("account")
