@@ -11,7 +11,7 @@
 
 import {DepthBook} from "./book.js";
 import {drawChart} from "./chart.js";
-import {subtract} from "./decimal.js";
+import {add, subtract} from "./decimal.js";
 
 const TAPE_ROWS = 40;
 const CHART_POINTS = 120;
@@ -127,17 +127,17 @@ export class MarketView {
     table.dataset.mismatches = String(this.mismatches);
     table.dataset.resyncs = String(this._depth ? this._depth.resyncs : 0);
     const bids = synced ? book.bids : [], asks = synced ? book.asks : [];
+    // The running total stays an exact decimal string; only the bar's width is a float.
     const cumulative = (levels) => {
-      let total = 0;
-      return levels.map(([price, quantity]) => [price, quantity, (total += Number(quantity))]);
+      let total = "0";
+      return levels.map(([price, quantity]) => [price, quantity, (total = add(total, quantity))]);
     };
     const bidRows = cumulative(bids), askRows = cumulative(asks);
-    const widest = Math.max(1e-12, ...bidRows.map((r) => r[2]), ...askRows.map((r) => r[2]));
+    const widest = Math.max(1e-12, ...[...bidRows, ...askRows].map((r) => Number(r[2])));
     const render = (rows, side) => rows.map(([price, quantity, total]) => {
-      const tr = row([[price, side], [quantity, ""], [total.toPrecision(6).replace(/\.?0+$/, ""), "small"]],
-        {price, quantity});
+      const tr = row([[price, side], [quantity, ""], [total, "small"]], {price, quantity});
       tr.className = `level ${side}`;
-      tr.style.setProperty("--depth", `${(100 * total) / widest}%`);
+      tr.style.setProperty("--depth", `${(100 * Number(total)) / widest}%`);
       return tr;
     });
     $("asks").replaceChildren(...render(askRows, "ask").reverse());
