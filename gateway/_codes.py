@@ -56,6 +56,7 @@ class Code(StrEnum):
     INTERNAL_ERROR = "internal_error"
     HTTP_ERROR = "http_error"
     BUSY = "busy"
+    STARTING = "starting"
     JOURNAL_UNAVAILABLE = "journal_unavailable"
     INVALID_MESSAGE = "invalid_message"
     TOO_MANY_CONNECTIONS = "too_many_connections"
@@ -102,6 +103,8 @@ REST: dict[str, tuple[tuple[int, ...], str]] = {
     Code.HTTP_ERROR: ((400,), "a request the web framework refused before any handler "
                               "(outside /api/v1)"),
     Code.BUSY: ((503,), "the engine's command queue is full; nothing was applied, retry"),
+    Code.STARTING: ((503,), "the page at / while the server is still starting: reload it in "
+                            "a second (`Retry-After`)"),
     Code.JOURNAL_UNAVAILABLE: ((503,), "the journal failed: order entry is stopped until a "
                                        "restart (/healthz says degraded)"),
 }
@@ -116,7 +119,7 @@ REST_REASONS: dict[str, tuple[tuple[int, ...], str]] = {
 REST_ONLY = frozenset({
     Code.WRONG_PORT, Code.ORIGIN_NOT_ALLOWED, Code.NOT_FOUND, Code.METHOD_NOT_ALLOWED,
     Code.BODY_TOO_LARGE, Code.HTTP_ERROR, Code.INVALID_STATUS, Code.INVALID_DEPTH,
-    Code.INVALID_LIMIT,
+    Code.INVALID_LIMIT, Code.STARTING,
 })
 """REST codes of paths, methods, bodies and query parameters: never an order-entry reply's."""
 

@@ -40,7 +40,7 @@ def create_ops_app(
         code = _CODES.get(status, Code.HTTP_ERROR)
         message = {
             404: "no such path; the REST API is under /api/v1 (see docs/protocol.md), "
-                 "and /healthz, /stats and /metrics are here",
+                 "/healthz, /stats and /metrics are here, and the trading page is at /",
         }.get(status, error.description or code)
         response = Response(error_bytes(code, message), status=status,
                             content_type="application/json")

@@ -149,13 +149,13 @@ def test_every_error_code_is_documented_with_its_statuses():
 
 def test_no_refusal_names_its_code_with_a_string_literal():
     literal = re.compile(
-        r"(?<![\w.])(RequestError|fail|Refusal|error_bytes)\((\s*\d{3}[^,]*,)?\s*f?\"")
-    offenders = [
-        f"{path.relative_to(GATEWAY)}:{number}: {line.strip()}"
-        for path in GATEWAY.rglob("*.py")
-        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
-        if literal.search(line)
-    ]
+        r"(?<![\w.])(RequestError|fail|Refusal|error_bytes)\(\s*(\d{3}[^,]*,)?\s*f?\"")
+    offenders = []
+    for path in GATEWAY.rglob("*.py"):
+        text = path.read_text(encoding="utf-8")
+        for match in literal.finditer(text):
+            line = text.count("\n", 0, match.start()) + 1
+            offenders.append(f"{path.relative_to(GATEWAY)}:{line}: {match.group(0)}")
     assert not offenders, "use a gateway._codes.Code member:\n" + "\n".join(offenders)
     assert Code("invalid_json") is Code.INVALID_JSON
 
