@@ -184,7 +184,7 @@ async def _serve(config: Config, task_status: trio.TaskStatus[Gateway]) -> None:
         max_request_body=config.max_request_body, limits=config.limits,
         public_trade_user_ids=config.public_trade_user_ids,
         connection_count=lambda: ws.connection_count,
-        websocket_port=lambda: ws_port,
+        websocket_port=lambda: ws_port, depth_levels=config.websocket.depth_levels,
     )
     http_config = HypercornConfig()
     http_config.bind = [f"{config.host}:{config.rest_port}"]
