@@ -292,7 +292,7 @@ async def open_websocket(
             extensions = [PerMessageDeflate()] if compression else []
             await stream.send_all(conn.send(Request(host=host_header, target=resource,
                                                     extensions=extensions)))
-            await _handshake(stream, conn, shown)
+            early = await _handshake(stream, conn, shown)
     except trio.TooSlowError:
         if stream is not None:
             await stream.aclose()
@@ -301,11 +301,14 @@ async def open_websocket(
         if stream is not None:
             await trio.aclose_forcefully(stream)
         raise
-    return WebSocket(stream, conn, shown, max_message_size)
+    ws = WebSocket(stream, conn, shown, max_message_size)
+    ws._events.extend(early)
+    return ws
 
 
-async def _handshake(stream: trio.abc.Stream, conn: WSConnection, shown: str) -> None:
-    """Read the server's answer to the opening handshake: return on 101, raise otherwise."""
+async def _handshake(stream: trio.abc.Stream, conn: WSConnection, shown: str) -> list[Event]:
+    """Read the server's answer to the opening handshake: on 101, the events that came
+    in the same read after it (a dedicated endpoint's first message may); else raise."""
     status: int | None = None
     retry_after: float | None = None
     body = b""
@@ -327,9 +330,9 @@ async def _handshake(stream: trio.abc.Stream, conn: WSConnection, shown: str) ->
         except RemoteProtocolError as exc:
             raise ConnectFailed(f"cannot connect to {shown}: the answer is not a WebSocket "
                                 f"handshake ({exc}); is this the WebSocket port?") from None
-        for event in events:
+        for index, event in enumerate(events):
             if isinstance(event, AcceptConnection):
-                return
+                return events[index + 1:]
             if isinstance(event, RejectConnection):
                 status = event.status_code
                 retry_after = _retry_after(event.headers)
