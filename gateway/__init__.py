@@ -24,7 +24,11 @@ is a thin command line over it. The modules behind this surface are private:
 * ``_transport``, ``_frames``, ``_deflate``: the socket owner under each connection,
   frames, and permessage-deflate.
 * ``_gc``: the cyclic garbage collector policy.
-* ``_auth``, ``_stats``, ``_server``, ``_cli`` (and ``_watch``, its ``watch`` command).
+* ``_auth``, ``_stats``, ``_server``, ``_cli`` (and ``_watch``, its ``watch`` command,
+  which runs on the client library's WebSocket).
+
+``gateway.client`` (a public package of its own, not imported here) is the trio
+client library: streams that resume, a checksummed local book, order entry.
 """
 
 from gateway._auth import TokenVerifier as TokenVerifier
