@@ -174,12 +174,14 @@ def encode_records(records: Iterable[Record]) -> bytes:
     return _encode(list(records))
 
 
-def decode_records(data: bytes) -> list[Record]:
+def decode_records(data: bytes | str) -> list[Record]:
     """The records of an events entry.
 
     Raises:
         ValueError: not an events entry this version wrote.
     """
+    if isinstance(data, str):
+        raise ValueError("not an events entry: text where msgpack bytes were expected")
     try:
         return _decode_records(data)
     except msgspec.DecodeError as exc:
