@@ -209,7 +209,7 @@ class ReplicaRuntime:
             for entry in found.get(stream.encode(), ()):
                 try:
                     records = self._follower.accept(decode_records(
-                        entry.field_values[b"r"])))
+                        entry.field_values[b"r"]))
                 except Gap as gap:
                     self.lost = ReplicaLost(
                         f"{gap}: this gateway cannot catch up (Redis lost records the engine's "
