@@ -235,6 +235,10 @@ class Gap(Exception):
         self.found = found
 
 
+class ReplicaLost(Exception):
+    """A gateway's replica cannot follow the events stream any more; restart the gateway."""
+
+
 class Follower:
     """Which published records a replica applies next, in ``seq`` order, once each."""
 

@@ -228,10 +228,8 @@ class EngineBroker:
                 await self._room.wait()
 
     async def _publish(self, client: Client) -> None:
-        top = await self._stream_top(client)
+        top = await self._resync(client)
         self._up("publisher")
-        await self._write_bootstrap(client)
-        top = await self._republish(client, top)
         while True:
             if self._bootstrap_written != self._bootstrap.seq:
                 await self._write_bootstrap(client)
@@ -243,7 +241,9 @@ class EngineBroker:
                 self._dropped = False
                 top = await self._republish(client, top)
                 continue
-            if batch is None:
+            if batch is None:  # idle: did Redis lose everything meanwhile (a restart)?
+                if top and not await client.exists([self._keys.events]):
+                    top = await self._resync(client)
                 continue
             # Every batch queued meanwhile goes out in the same entry: one XADD per pass.
             while len(batch) < _ENTRY_RECORDS:
@@ -254,16 +254,21 @@ class EngineBroker:
             fresh = [r for r in batch if r.seq > top]
             if not fresh:
                 continue
-            if fresh[0].seq != top + 1:  # missed some (cannot happen without a drop): journal
-                top = await self._republish(client, top)
-                fresh = [r for r in fresh if r.seq > top]
-                if not fresh:
-                    continue
-            await self._add(client, fresh)
+            if fresh[0].seq != top + 1 or not await self._add(client, fresh):
+                # Records missing in between (a dropped batch), or the stream is gone
+                # (Redis restarted empty): the journal has everything.
+                top = await self._resync(client)
+                continue
             top = fresh[-1].seq
             self._published(top)
             if top % 1000 < len(fresh):
                 await self._trim(client, top)
+
+    async def _resync(self, client: Client) -> int:
+        """Bootstrap key and stream as the journal says: after a (re)connection or a loss."""
+        top = await self._stream_top(client)
+        await self._write_bootstrap(client)
+        return await self._republish(client, top)
 
     def _published(self, top: int) -> None:
         self._published_seq = top
@@ -273,14 +278,21 @@ class EngineBroker:
         newest = await client.xrevrange(self._keys.events, count=1)
         return entry_seq(newest[0].identifier) if newest else 0
 
-    async def _add(self, client: Client, records: list[Record]) -> None:
+    async def _add(self, client: Client, records: list[Record]) -> bool:
+        """XADD one entry; False when the stream does not exist (Redis lost it).
+
+        Never creates the stream: only :meth:`_republish` does, from the
+        journal, so a stream Redis lost cannot come back starting past seq 1
+        with the records before it missing.
+        """
         try:
-            await client.xadd(self._keys.events, {"r": encode_records(records)},
-                              identifier=f"{records[-1].seq}-0")
+            added = await client.xadd(self._keys.events, {"r": encode_records(records)},
+                                      identifier=f"{records[-1].seq}-0", nomkstream=True)
         except ResponseError as exc:
             if "equal or smaller" not in str(exc):
                 raise
-            # Already there: a republish raced a batch it also held, or Redis kept it.
+            return True  # already there: a republish held it too
+        return added is not None
 
     async def _republish(self, client: Client, top: int) -> int:
         """Publish what the journal holds past ``top``; returns the new top."""

@@ -45,6 +45,7 @@ from gateway._broker._codec import (
     Follower,
     Gap,
     Keys,
+    ReplicaLost,
     Waiting,
     decode_bootstrap,
     decode_records,
@@ -64,10 +65,6 @@ class EngineUnavailable(Unavailable):
     """The engine (or Redis) is unreachable: order entry answers 503 ``engine_unavailable``."""
 
     code = "engine_unavailable"
-
-
-class ReplicaLost(Exception):
-    """The replica cannot follow the events stream any more; restart the gateway."""
 
 
 class Applier(Protocol):

@@ -29,12 +29,12 @@ from gateway._rest._ops import create_ops_app
 from gateway._rest._orders import Orders
 from gateway._rest._routes import Endpoint
 from gateway._rest._tokens import Authenticator, TokenCache
-from gateway._runtime import EngineRuntime
+from gateway._runtime import Runtime
 from gateway._stats import Stats
 
 
 def create_app(
-    runtime: EngineRuntime,
+    runtime: Runtime,
     hub: Hub,
     *,
     verifier: TokenVerifier,
@@ -45,6 +45,7 @@ def create_app(
     public_trade_user_ids: bool,
     connection_count: Callable[[], int],
     websocket_port: Callable[[], int] = lambda: 0,
+    degraded: Callable[[], str | None] | None = None,
 ) -> RestFront:
     """The REST application, bound to one gateway's engine runtime and hub.
 
@@ -63,7 +64,8 @@ def create_app(
         Endpoint.MARKETS: data.markets, Endpoint.ORDERBOOK: data.orderbook,
         Endpoint.TRADES: data.trades,
     }, auth, max_request_body=max_request_body)
-    ops = create_ops_app(runtime, hub, stats=stats, connection_count=connection_count)
+    ops = create_ops_app(runtime, hub, stats=stats, connection_count=connection_count,
+                         degraded=degraded)
     return RestFront(api, ops, cors=CorsPolicy(limits.allowed_origins),
                      max_request_body=max_request_body, websocket_port=websocket_port)
 

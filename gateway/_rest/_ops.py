@@ -16,7 +16,7 @@ from werkzeug.exceptions import HTTPException
 
 from gateway._hub import Hub
 from gateway._rest._asgi import error_bytes, json_bytes
-from gateway._runtime import EngineRuntime
+from gateway._runtime import Runtime
 from gateway._stats import Stats, prometheus_text
 
 _CODES = {404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}
@@ -27,9 +27,14 @@ def _json(body: Any, status: int = 200) -> Response:
 
 
 def create_ops_app(
-    runtime: EngineRuntime, hub: Hub, *, stats: Stats, connection_count: Callable[[], int],
+    runtime: Runtime, hub: Hub, *, stats: Stats, connection_count: Callable[[], int],
+    degraded: Callable[[], str | None] | None = None,
 ) -> Quart:
-    """The quart-trio application for everything outside ``/api/v1``."""
+    """The quart-trio application for everything outside ``/api/v1``.
+
+    ``degraded`` says why the server is degraded while order entry still works
+    (the scale-out engine role, when Redis is unreachable), or None.
+    """
     app = QuartTrio("trade_engine")
     engine = runtime.engine
 
@@ -49,6 +54,10 @@ def create_ops_app(
         if runtime.failure is not None:
             return _json({"status": "degraded", "order_entry": False,
                           "error": str(runtime.failure), "last_seq": engine.last_seq})
+        reason = degraded() if degraded is not None else None
+        if reason is not None:
+            return _json({"status": "degraded", "order_entry": True, "error": reason,
+                          "last_seq": engine.last_seq})
         return _json({"status": "ok", "order_entry": True, "last_seq": engine.last_seq})
 
     @app.get("/stats")

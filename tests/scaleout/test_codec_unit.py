@@ -113,7 +113,8 @@ def test_follower_skips_what_it_holds_and_refuses_gaps() -> None:
 def test_waiting_requests_by_tag_and_deadline() -> None:
     waiting: Waiting[str] = Waiting(prefix="g", limit=2)
     first, second = waiting.new_tag(), waiting.new_tag()
-    assert first != second and first.startswith("g.")
+    assert first != second
+    assert first.startswith("g.")
     assert waiting.add(first, "a", deadline=1.0)
     assert waiting.add(second, "b", deadline=2.0)
     assert not waiting.add("g.x", "c", deadline=3.0)  # bounded
