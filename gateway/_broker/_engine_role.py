@@ -33,6 +33,7 @@ Rules of this module (the formats are ``_codec.py``'s):
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from collections.abc import Callable
@@ -60,7 +61,7 @@ from gateway._broker._codec import (
     origin_entry_id,
     text,
 )
-from gateway._broker._redis import BLOCK_MS, Client, reconnecting
+from gateway._broker._redis import BLOCK_MS, REDIS_DOWN, Client, open_client, reconnecting
 from gateway._journal import segments
 
 log = logging.getLogger("trade_engine.broker")
@@ -347,8 +348,11 @@ class EngineBroker:
                     await client.delete([key])
                 await trio.sleep(ttl / 3000)
         finally:
-            with trio.move_on_after(0.5, shield=True):
-                await client.delete([key])  # a graceful stop: gateways know at once
+            # A graceful stop: gateways know at once. A new client, because this one's
+            # connections are torn down with the cancelled scope around it.
+            with trio.move_on_after(0.5, shield=True), contextlib.suppress(*REDIS_DOWN):
+                async with open_client(self._address, max_connections=1) as last:
+                    await last.delete([key])
 
 
 def records_after(directory: Path, seq: int, *, attempts: int = 5) -> list[Record]:
