@@ -183,7 +183,7 @@ class EngineBroker:
                                ("liveness", self._liveness)):
                 nursery.start_soon(partial(
                     reconnecting, self._address, body, name=f"engine {name}",
-                    on_down=self._down(name), max_connections=2))
+                    on_down=self._down(name), on_up=partial(self._up, name), max_connections=2))
             task_status.started()
 
     async def _intake(self, client: Client) -> None:
@@ -195,7 +195,6 @@ class EngineBroker:
                 await trio.sleep(1)
             await self._wait_for_room()
             found = await client.xread({stream: last}, count=_READ_COUNT, block=BLOCK_MS)
-            self._up("intake")
             for entry in (found or {}).get(stream.encode(), ()):
                 entry_id = text(entry.identifier)
                 try:
@@ -230,7 +229,6 @@ class EngineBroker:
 
     async def _publish(self, client: Client) -> None:
         top = await self._resync(client)
-        self._up("publisher")
         while True:
             if self._bootstrap_written != self._bootstrap.seq:
                 await self._write_bootstrap(client)
@@ -343,7 +341,6 @@ class EngineBroker:
             while True:
                 if self._runtime.failure is None and "intake" not in self._errors:
                     await client.set(key, self.identity.encode(), px=ttl)
-                    self._up("liveness")
                 else:
                     await client.delete([key])
                 await trio.sleep(ttl / 3000)

@@ -182,7 +182,7 @@ class ReplicaRuntime:
                                ("liveness", self._watch_engine)):
                 nursery.start_soon(partial(
                     reconnecting, self._address, body, name=f"gateway {name}",
-                    on_down=self._down(name), max_connections=2))
+                    on_down=self._down(name), on_up=partial(self._up, name), max_connections=2))
             nursery.start_soon(self._expire)
             task_status.started()
 
@@ -200,7 +200,6 @@ class ReplicaRuntime:
         while True:
             found = await client.xread({stream: f"{self._follower.position}-0"},
                                        count=_READ_COUNT, block=BLOCK_MS)
-            self._up("follower")
             if not found:
                 continue
             for entry in found.get(stream.encode(), ()):
@@ -238,7 +237,6 @@ class ReplicaRuntime:
                 self._give_up([tag for tag, _ in batch],
                               "Redis failed while the order was sent to the engine")
                 raise
-            self._up("sender")
             refused = [tag for (tag, _), result in zip(batch, pipe.results or (), strict=False)
                        if isinstance(result, BaseException)]
             if refused:
@@ -257,7 +255,6 @@ class ReplicaRuntime:
         try:
             while True:
                 alive = bool(await client.exists([key]))
-                self._up("liveness")
                 if alive != self._engine_alive:
                     log.warning("the engine is %s", "back" if alive else
                                 "unreachable (liveness key missing): order entry refused")
@@ -294,5 +291,6 @@ async def fetch_bootstrap(address: BrokerAddress, keys: Keys) -> Bootstrap:
                 said = True
             await trio.sleep(0.2)
 
-    await reconnecting(address, body, name="gateway bootstrap", on_down=lambda _: None)
+    await reconnecting(address, body, name="gateway bootstrap", on_down=lambda _: None,
+                       on_up=lambda: None)
     return result[0]

@@ -17,7 +17,8 @@ the measurements behind them):
   by ``seq``, which Redis deduplicates).
 * Each blocking reader gets its own client; BLOCK is at most 1 s, and the
   socket timeout is well above it.
-* :func:`reconnecting` runs a body with a fresh client until it returns,
+* :func:`reconnecting` runs a body with a fresh client (once it answered a
+  PING: then the task counts as connected) until it returns,
   and after a connection failure waits (:class:`~gateway._broker._codec.Backoff`:
   50 ms doubling to 2 s) and runs it again; ``on_down`` hears each failure.
 """
@@ -86,19 +87,22 @@ async def reconnecting(
     *,
     name: str,
     on_down: Callable[[BaseException], None],
+    on_up: Callable[[], None],
     max_connections: int = 4,
 ) -> None:
     """Run ``body(client)`` until it returns; reconnect with backoff when Redis fails.
 
-    ``body`` should call its caller's "up" signal once its first command
-    succeeded (the backoff resets when it runs for a while). Errors other
-    than a lost Redis propagate.
+    ``on_up`` is called once a new client answered a PING, before ``body``
+    runs; ``on_down`` at each failure. The backoff starts over when the body
+    ran for a while. Errors other than a lost Redis propagate.
     """
     backoff = Backoff()
     while True:
         started = trio.current_time()
         try:
             async with open_client(address, max_connections=max_connections) as client:
+                await client.ping()
+                on_up()
                 await body(client)
                 return
         except BaseException as exc:  # re-raised unless Redis is down

@@ -167,3 +167,81 @@ async def health(server: Server) -> dict[str, Any]:
         response = await http.get("/healthz")
     body: dict[str, Any] = response.json()
     return body
+
+
+@attrs.define
+class Flow:
+    """Orders placed at a steady pace through some gateways, and what each was told."""
+
+    servers: list[Server]
+    tokens: dict[str, str]
+    acked: dict[int, dict[str, Any]] = attrs.field(factory=dict)  # order id -> the order
+    refused: list[tuple[float, str]] = attrs.field(factory=list)  # (when, error code)
+    sent: int = 0
+
+    async def run(self, stop: trio.Event, pause: float = 0.02) -> None:
+        """Alternate buyers and sellers crossing at one price, one request at a time per
+        server, until ``stop``; every order carries a unique client_order_id."""
+        async with trio.open_nursery() as nursery:
+            for index, server in enumerate(self.servers):
+                nursery.start_soon(self._trade, index, server, stop, pause)
+
+    async def _trade(self, index: int, server: Server, stop: trio.Event, pause: float) -> None:
+        users = sorted(self.tokens)
+        async with server.http() as http:
+            n = 0
+            while not stop.is_set():
+                n += 1
+                user = users[n % len(users)]
+                order = {"symbol": "BTC/USDT", "side": "buy" if n % 2 else "sell",
+                         "price": "50000.00", "quantity": "0.001",
+                         "client_order_id": f"s{index}-{n}"}
+                self.sent += 1
+                try:
+                    response = await http.post(
+                        "/api/v1/orders", json=order,
+                        headers={"Authorization": f"Bearer {self.tokens[user]}"})
+                except httpx.TransportError as exc:
+                    self.refused.append((trio.current_time(), type(exc).__name__))
+                else:
+                    if response.status_code == 201:
+                        body = response.json()
+                        self.acked[body["order_id"]] = body
+                    else:
+                        assert response.status_code == 503, response.text
+                        self.refused.append((trio.current_time(),
+                                             response.json()["error"]["code"]))
+                await trio.sleep(pause)
+
+
+def check_contiguous(messages: list[dict[str, Any]]) -> dict[tuple[str, Any], int]:
+    """Per channel, ``seq`` must rise by exactly one from the ``subscribed`` reply on.
+
+    Returns the last seq of each channel.
+    """
+    last: dict[tuple[str, Any], int] = {}
+    for message in messages:
+        if message.get("type") == "subscribed":
+            last[(message["stream"], message.get("symbol"))] = message["seq"]
+            continue
+        if "seq" not in message:
+            continue
+        key = channel_of(message)
+        if message["type"].endswith("_snapshot"):  # the state the next update applies to
+            assert message["seq"] == last[key], (key, last[key], message)
+            continue
+        assert key in last, message
+        assert message["seq"] == last[key] + 1, (key, last[key], message)
+        last[key] = message["seq"]
+    return last
+
+
+def channel_of(message: dict[str, Any]) -> tuple[str, Any]:
+    kind = message["type"]
+    if kind == "trade_executed":
+        return ("trades", message["symbol"])
+    if kind == "order_update":
+        return ("orders", None)
+    if kind.startswith("depth"):
+        return ("depth", message["symbol"])
+    return ("orderbook", message["symbol"])
