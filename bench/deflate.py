@@ -45,25 +45,24 @@ from typing import Any
 import msgspec
 
 from engine import (
-    BookLevelChanged,
     CancelOrder,
     Engine,
-    Event,
     OrderAccepted,
     PlaceOrder,
     Side,
-    TopOfBookChanged,
-    TradeExecuted,
 )
 from gateway._deflate import LEVEL, MessageDeflater
+from gateway._history import History
 from gateway._hub import Hub
 from gateway._messages import DepthBook
 from gateway._protocol import Stream
 from gateway._stats import Stats
+from gateway._streams import Item, Numbered, StreamState
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUTPUT = ROOT / "bench" / "results" / "deflate.json"
 WINDOW = 15  # what browsers leave the server
+DEPTH_LEVELS = 10
 CONFIGS = ("plain", "deflate", "mixed")
 SNAPSHOT_LEVELS = (10, 50, 200)
 _encode = msgspec.json.Encoder().encode
@@ -88,12 +87,13 @@ class Stub:
         raise AssertionError("a stub never overflows")
 
 
-def order_flow(count: int, seed: int, users: int) -> tuple[Engine, list[list[Event]]]:
-    """``count`` commands applied to a fresh engine; the events of each."""
+def order_flow(count: int, seed: int, users: int) -> tuple[Engine, list[Numbered]]:
+    """``count`` commands applied to a fresh engine; the numbered stream items of each."""
     engine = Engine()
+    streams = StreamState(engine.markets, DEPTH_LEVELS, "bench")
     rng = random.Random(seed)
     mine: dict[str, list[int]] = defaultdict(list)
-    batches: list[list[Event]] = []
+    batches: list[Numbered] = []
     for seq in range(1, count + 1):
         user = f"u{rng.randrange(users)}"
         command: PlaceOrder | CancelOrder
@@ -109,28 +109,24 @@ def order_flow(count: int, seed: int, users: int) -> tuple[Engine, list[list[Eve
         events = engine.apply(command, seq=seq, ts=1_700_000_000_000_000_000 + seq * 1_000_000)
         if isinstance(events[0], OrderAccepted):
             mine[user].append(events[0].order_id)
-        batches.append(events)
+        numbered = Numbered()
+        streams.number(events, numbered)
+        batches.append(numbered)
     return engine, batches
 
 
-def by_stream(events: list[Event]) -> dict[Stream, list[Event]]:
+def by_stream(numbered: Numbered) -> dict[Stream, list[Item]]:
     """What ``Hub.publish`` hands each fan-out task for one command."""
-    split: dict[Stream, list[Event]] = defaultdict(list)
-    for event in events:
-        if isinstance(event, TradeExecuted):
-            split[Stream.TRADES].append(event)
-        elif isinstance(event, BookLevelChanged):
-            split[Stream.DEPTH].append(event)
-        elif isinstance(event, TopOfBookChanged):
-            split[Stream.ORDERBOOK].append(event)
-        else:
-            split[Stream.ORDERS].append(event)
-    return split
+    parts = {Stream.ORDERS: numbered.orders, Stream.TRADES: numbered.trades,
+             Stream.ORDERBOOK: numbered.orderbook, Stream.DEPTH: numbered.depth}
+    return {stream: items for stream, items in parts.items() if items}
 
 
 def new_hub(engine: Engine) -> Hub:
-    return Hub(engine.markets, depth_levels=10, public_trade_user_ids=False, queue_size=16,
-               stats=Stats())
+    """A hub at the start of the flow (an empty book, every channel at seq 0)."""
+    streams = StreamState(engine.markets, DEPTH_LEVELS, "bench")
+    return Hub(engine.markets, streams=streams, history=History(0, 1, {}),
+               public_trade_user_ids=False, queue_size=16, stats=Stats())
 
 
 def subscribe(hub: Hub, config: str, subscribers: int, users: int) -> list[Stub]:
@@ -151,14 +147,14 @@ def subscribe(hub: Hub, config: str, subscribers: int, users: int) -> list[Stub]
     return stubs
 
 
-def fan_out(engine: Engine, batches: list[list[Event]], config: str, subscribers: int,
+def fan_out(engine: Engine, batches: list[Numbered], config: str, subscribers: int,
             users: int) -> dict[str, Any]:
     """One timed pass of every batch through the hub's handlers, as its tasks run them."""
     hub = new_hub(engine)
     stubs = subscribe(hub, config, subscribers, users)
     handlers = {Stream.ORDERS: hub._orders, Stream.TRADES: hub._trades,
                 Stream.ORDERBOOK: hub._orderbook, Stream.DEPTH: hub._depth}
-    split = [by_stream(events) for events in batches]
+    split = [by_stream(numbered) for numbered in batches]
     flush = hub._flush
     sent_before = sum(hub._stats.messages_sent.values())
     compressed_before = hub._stats.messages_compressed  # the snapshots at subscribe
@@ -182,7 +178,7 @@ def fan_out(engine: Engine, batches: list[list[Event]], config: str, subscribers
     }
 
 
-def message_sizes(engine: Engine, batches: list[list[Event]], level: int) -> dict[str, Any]:
+def message_sizes(engine: Engine, batches: list[Numbered], level: int) -> dict[str, Any]:
     """Each stream message of the flow once, plain and as a deflate client gets it."""
     hub = new_hub(engine)
     captured: list[bytes] = []
@@ -191,12 +187,12 @@ def message_sizes(engine: Engine, batches: list[list[Event]], level: int) -> dic
     for stream, channel in ((Stream.DEPTH, "BTC/USDT"), (Stream.ORDERBOOK, "BTC/USDT"),
                             (Stream.TRADES, "BTC/USDT")):
         hub.subscribe(Stub(0), (stream, channel), None)
-    for user in {e.user_id for events in batches for e in events if hasattr(e, "user_id")}:
+    for user in {channel[1] for numbered in batches for channel, _, _ in numbered.orders}:
         hub.subscribe(Stub(0), (Stream.ORDERS, user), None)
     handlers = {Stream.ORDERS: hub._orders, Stream.TRADES: hub._trades,
                 Stream.ORDERBOOK: hub._orderbook, Stream.DEPTH: hub._depth}
-    for events in batches:
-        for stream, part in by_stream(events).items():
+    for numbered in batches:
+        for stream, part in by_stream(numbered).items():
             handlers[stream](part)
             hub._flush()
     deflater = MessageDeflater(WINDOW, level)

@@ -52,11 +52,12 @@ import trio
 
 from bench.report import nearest_rank
 from engine import CancelOrder, Engine, OrderAccepted, PlaceOrder, Side
-from gateway._config import EngineSettings, JournalSettings, WebSocketSettings
+from gateway._config import EngineSettings, HistorySettings, JournalSettings, WebSocketSettings
 from gateway._hub import Hub
 from gateway._journal import Fsync, JournalWriter, recover
 from gateway._runtime import EngineRuntime
 from gateway._stats import Stats
+from gateway._stream_files import in_memory
 
 MEMORY = "memory"
 POLICIES = (MEMORY, Fsync.OFF.value, Fsync.BATCH.value, Fsync.ALWAYS.value)
@@ -149,7 +150,8 @@ async def _one_run(policy: str, count: int, clients: int, seed: int, workdir: Pa
     engine = Engine(order_history=engine_settings.order_history,
                     trade_history=engine_settings.trade_history)
     stats = Stats()
-    hub = Hub(engine.markets, depth_levels=ws_settings.depth_levels,
+    streams, history = in_memory(engine, ws_settings.depth_levels, HistorySettings())
+    hub = Hub(engine.markets, streams=streams, history=history,
               public_trade_user_ids=False, queue_size=engine_settings.fanout_queue_size,
               stats=stats)
     journal: Counting | None = None
@@ -158,7 +160,7 @@ async def _one_run(policy: str, count: int, clients: int, seed: int, workdir: Pa
         directory.mkdir()
         journal = Counting(directory, next_seq=1, fsync=Fsync(policy),
                            segment_bytes=journal_settings.segment_bytes)
-    runtime = EngineRuntime(engine, hub, queue_size=engine_settings.command_queue_size,
+    runtime = EngineRuntime(engine, streams, hub, queue_size=engine_settings.command_queue_size,
                             stats=stats, journal=journal,
                             snapshot_every=journal_settings.snapshot_every)
     gc.collect()

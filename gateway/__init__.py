@@ -7,7 +7,10 @@ is a thin command line over it. The modules behind this surface are private:
 * ``_runtime``: the engine task (the one owner of the engine).
 * ``_journal``: the write-ahead journal on disk, snapshots, recovery.
 * ``_datadir``: one server per journal (a ``flock`` on its ``LOCK`` file).
-* ``_hub``: the per-stream fan-out tasks (build, frame, hand out).
+* ``_hub``: the per-stream fan-out tasks (record history; build, frame, hand out).
+* ``_streams``, ``_history``, ``_stream_files``: every command's events numbered per
+  channel (in the engine task), the bounded history a client resumes from, and the
+  epoch and stream state stored beside the journal's snapshots.
 * ``_ws``: the WebSocket port: admits handshakes, keeps the live connections, shuts down.
 * ``_connection``: one WebSocket connection's tasks (reader, writer, heartbeat) and goodbye.
 * ``_listener``, ``_handshake``: the WebSocket port's TCP side, and its answer to plain HTTP.
@@ -16,21 +19,27 @@ is a thin command line over it. The modules behind this surface are private:
 * Pure cores, no trio and no clock reads (time is an argument), each behind a trio
   shell: ``_admission`` (origin, limits, token, endpoint), ``_heartbeat`` (pings,
   timeouts, token expiry), ``_closing`` (close codes and a connection's close
-  state), ``_routing`` (the subscription registry, seq, where events go) and
+  state), ``_routing`` (the subscription registry), ``_streams`` and ``_history`` and
   ``_limits`` (rate limits and counts).
 * ``_transport``, ``_frames``, ``_deflate``: the socket owner under each connection,
   frames, and permessage-deflate.
+* ``_broker``: scale-out over Redis Streams (roles ``engine`` and ``gateway``, see
+  docs/scaling.md); imported only by those roles, except its pure settings.
 * ``_gc``: the cyclic garbage collector policy.
 * ``_auth``, ``_stats``, ``_server``, ``_cli`` (and ``_watch``, its ``watch`` command).
 """
 
 from gateway._auth import TokenVerifier as TokenVerifier
 from gateway._auth import issue_token as issue_token
+from gateway._broker._codec import ReplicaLost as ReplicaLost
+from gateway._broker._settings import BrokerSettings as BrokerSettings
+from gateway._broker._settings import Role as Role
 from gateway._config import AuthSettings as AuthSettings
 from gateway._config import Config as Config
 from gateway._config import ConfigError as ConfigError
 from gateway._config import EngineSettings as EngineSettings
 from gateway._config import GcSettings as GcSettings
+from gateway._config import HistorySettings as HistorySettings
 from gateway._config import JournalSettings as JournalSettings
 from gateway._config import LimitSettings as LimitSettings
 from gateway._config import WebSocketSettings as WebSocketSettings
@@ -47,6 +56,7 @@ from gateway._server import serve as serve
 
 __all__ = [
     "AuthSettings",
+    "BrokerSettings",
     "Busy",
     "Config",
     "ConfigError",
@@ -56,9 +66,12 @@ __all__ = [
     "Fsync",
     "Gateway",
     "GcSettings",
+    "HistorySettings",
     "JournalError",
     "JournalSettings",
     "LimitSettings",
+    "ReplicaLost",
+    "Role",
     "TokenVerifier",
     "Unavailable",
     "UnsupportedJournalFormat",

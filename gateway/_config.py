@@ -151,6 +151,18 @@ class LimitSettings:
 
 
 @attrs.frozen(kw_only=True)
+class HistorySettings:
+    """What a reconnecting client can resume from (``since`` on subscribe)."""
+
+    messages: int = attrs.field(default=1000, validator=_non_negative)
+    """Messages kept per channel (0: no history). A resume queues its whole backlog at
+    once, so a value above ``websocket.send_queue_size`` is lowered to it."""
+    seconds: float = attrs.field(default=300.0, validator=_positive)
+    """Age limit, by the messages' own timestamps: a channel whose newest message is
+    older than this (relative to the newest message of any channel) is forgotten."""
+
+
+@attrs.frozen(kw_only=True)
 class GcSettings:
     """The cyclic garbage collector, which affects the whole process (see docs/configuration.md)."""
 
@@ -181,6 +193,7 @@ class Config:
     journal: JournalSettings = attrs.field(factory=JournalSettings)
     limits: LimitSettings = attrs.field(factory=LimitSettings)
     gc: GcSettings = attrs.field(factory=GcSettings)
+    history: HistorySettings = attrs.field(factory=HistorySettings)
     role: Role = Role.ALL
     """``all`` (one process), or ``engine`` / ``gateway`` of a scale-out deployment
     over ``broker.url`` (see docs/scaling.md)."""

@@ -61,6 +61,7 @@ from gateway._protocol import (
     Ping,
     ProtocolError,
     Request,
+    Since,
     Stream,
     Subscribe,
     Subscriptions,
@@ -275,7 +276,8 @@ class Connection:
             if isinstance(request, Ping):
                 self.offer(message_frame(reply("pong", request.request_id)))
             elif isinstance(request, Subscribe):
-                self._subscribe(request.stream, request.symbol, request.request_id)
+                self._subscribe(request.stream, request.symbol, request.request_id,
+                                request.since)
             elif isinstance(request, Unsubscribe):
                 channel = channel_of(request.stream, request.symbol, self.user_id,
                                      request.request_id)
@@ -288,10 +290,16 @@ class Connection:
         except ProtocolError as error:
             self._refuse(error)
 
-    def _subscribe(self, stream: Stream, symbol: str | None, request_id: Any) -> None:
+    def _subscribe(
+        self, stream: Stream, symbol: str | None, request_id: Any, since: Since | None = None
+    ) -> None:
         channel = channel_of(stream, symbol, self.user_id, request_id)
         self.subscriptions.add(channel, request_id)
-        self._hub.subscribe(self, channel, request_id)
+        try:
+            self._hub.subscribe(self, channel, request_id, since)
+        except ProtocolError:  # resume_unavailable: the subscription was not made
+            self.subscriptions.remove(channel)
+            raise
 
     def _refuse(self, error: ProtocolError) -> None:
         self._stats.protocol_errors += 1

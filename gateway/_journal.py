@@ -119,6 +119,7 @@ def recover(
     order_history: int = 100_000,
     trade_history: int = 1_000,
     on_record: Callable[[Record, list[object]], None] | None = None,
+    on_snapshot: Callable[[Engine], None] | None = None,
     repair: bool = True,
 ) -> Recovery:
     """Rebuild the engine from ``directory``: snapshot, then the journal tail.
@@ -128,6 +129,8 @@ def recover(
             is False: then a missing directory reads as an empty journal).
         markets: the markets of a fresh engine (a snapshot brings its own).
         on_record: called with each replayed record and its events.
+        on_snapshot: called with the engine the snapshot holds (or the fresh one),
+            before any record is replayed into it.
         repair: truncate a torn tail (False: read only, never write, create or
             truncate anything, as the read-only tools beside a running server must).
 
@@ -149,6 +152,8 @@ def recover(
         snapshot_seq = engine.last_seq
     if engine is None:
         engine = Engine(markets, order_history=order_history, trade_history=trade_history)
+    if on_snapshot is not None:
+        on_snapshot(engine)
     records = replayed = 0
     truncated: list[str] = []
     files = segments(directory)

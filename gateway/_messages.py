@@ -12,7 +12,8 @@ Rules of this module:
   client that keeps only that window stays exact. Its checksum is Kraken's
   (see ``docs/protocol.md``): CRC32 over the top levels, asks best first then
   bids best first, each price and quantity with the decimal point and leading
-  zeros removed, concatenated.
+  zeros removed, concatenated. Each :class:`DepthDiff` carries the window it
+  leaves, so its message can be built later (from history) without the book.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from __future__ import annotations
 import functools
 import zlib
 from bisect import insort
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -188,12 +190,59 @@ def _checksum_part(text: str) -> str:
 
 @attrs.frozen
 class DepthDiff:
-    """The levels of the window that changed, as ``(price, quantity)`` integers."""
+    """One depth message's content: the levels of the window that changed, and the
+    window after the change, as ``(price, quantity)`` integers, best first.
 
+    It carries its window so that its message (checksum included) and a snapshot at
+    its ``seq`` can be built later, from history or by another task, without the book.
+    """
+
+    symbol: str
     seq: int
     bids: list[tuple[int, int]]
     asks: list[tuple[int, int]]
     ts: int
+    bid_window: tuple[tuple[int, int], ...]
+    ask_window: tuple[tuple[int, int], ...]
+
+
+def depth_update(diff: DepthDiff, spec: MarketSpec) -> Message:
+    """The ``depth_update`` message of a diff."""
+    return {
+        "type": "depth_update", "symbol": diff.symbol, "seq": diff.seq,
+        "bids": _depth_levels(spec, sorted(diff.bids, reverse=True)),
+        "asks": _depth_levels(spec, sorted(diff.asks)),
+        "checksum": depth_checksum(spec, diff.bid_window, diff.ask_window),
+        "timestamp": iso_time(diff.ts),
+    }
+
+
+def depth_snapshot(
+    spec: MarketSpec, seq: int, bids: Sequence[tuple[int, int]], asks: Sequence[tuple[int, int]]
+) -> Message:
+    """The ``depth_snapshot`` of a window (levels best first) at ``seq``."""
+    return {
+        "type": "depth_snapshot", "symbol": spec.symbol, "seq": seq,
+        "bids": _depth_levels(spec, bids), "asks": _depth_levels(spec, asks),
+        "checksum": depth_checksum(spec, bids, asks),
+    }
+
+
+def depth_checksum(
+    spec: MarketSpec, bids: Sequence[tuple[int, int]], asks: Sequence[tuple[int, int]]
+) -> int:
+    """Kraken's CRC32 over a window, asks best first then bids best first."""
+    parts = [
+        _checksum_part(spec.format_price(price)) + _checksum_part(spec.format_quantity(qty))
+        for levels in (asks, bids)
+        for price, qty in levels
+    ]
+    return zlib.crc32("".join(parts).encode("ascii"))
+
+
+def _depth_levels(spec: MarketSpec, levels: Sequence[tuple[int, int]]) -> list[list[str]]:
+    """``[price, quantity]`` strings; a level that left the window has quantity ``"0"``."""
+    return [[spec.format_price(p), spec.format_quantity(q) if q else "0"] for p, q in levels]
 
 
 class DepthBook:
@@ -249,37 +298,23 @@ class DepthBook:
         if not diff[Side.BUY] and not diff[Side.SELL]:
             return None
         self.seq += 1
-        return DepthDiff(self.seq, diff[Side.BUY], diff[Side.SELL], changes[-1].ts)
+        return DepthDiff(
+            self.spec.symbol, self.seq, diff[Side.BUY], diff[Side.SELL], changes[-1].ts,
+            tuple(self.top(Side.BUY)), tuple(self.top(Side.SELL)))
 
     def update_message(self, diff: DepthDiff) -> Message:
-        """The ``depth_update`` for a diff that :meth:`apply` just returned."""
-        return {
-            "type": "depth_update", "symbol": self.spec.symbol, "seq": diff.seq,
-            "bids": self._levels(sorted(diff.bids, reverse=True)),
-            "asks": self._levels(sorted(diff.asks)),
-            "checksum": self.checksum(), "timestamp": iso_time(diff.ts),
-        }
+        """The ``depth_update`` for a diff that :meth:`apply` returned."""
+        return depth_update(diff, self.spec)
 
     def snapshot(self) -> Message:
-        return {
-            "type": "depth_snapshot", "symbol": self.spec.symbol, "seq": self.seq,
-            "bids": self._levels(self.top(Side.BUY)), "asks": self._levels(self.top(Side.SELL)),
-            "checksum": self.checksum(),
-        }
+        return depth_snapshot(self.spec, self.seq, self.top(Side.BUY), self.top(Side.SELL))
 
     def checksum(self) -> int:
-        spec = self.spec
-        parts = [
-            _checksum_part(spec.format_price(price)) + _checksum_part(spec.format_quantity(qty))
-            for side in (Side.SELL, Side.BUY)
-            for price, qty in self.top(side)
-        ]
-        return zlib.crc32("".join(parts).encode("ascii"))
+        return depth_checksum(self.spec, self.top(Side.BUY), self.top(Side.SELL))
 
-    def _levels(self, levels: list[tuple[int, int]]) -> list[list[str]]:
-        """``[price, quantity]`` strings; a level that left the window has quantity ``"0"``."""
-        spec = self.spec
-        return [[spec.format_price(p), spec.format_quantity(q) if q else "0"] for p, q in levels]
+    def levels_of(self, side: Side) -> list[tuple[int, int]]:
+        """Every level of a side, best first (the whole book, not only the window)."""
+        return self.top(side, len(self._keys[side]))
 
     def _set(self, side: Side, price: int, quantity: int) -> None:
         qty, keys = self._qty[side], self._keys[side]

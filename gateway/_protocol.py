@@ -51,6 +51,7 @@ class ErrorCode(StrEnum):
     MESSAGE_TOO_LARGE = "message_too_large"
     RATE_LIMITED = "rate_limited"
     UNKNOWN_FIELD = "unknown_field"
+    RESUME_UNAVAILABLE = "resume_unavailable"
 
 
 Channel = tuple[Stream, str | None]
@@ -79,10 +80,19 @@ class ProtocolError(Exception):
 
 
 @attrs.frozen
+class Since:
+    """Where a resuming subscription continues: after message ``seq`` of ``epoch``."""
+
+    epoch: str
+    seq: int
+
+
+@attrs.frozen
 class Subscribe:
     stream: Stream
     symbol: str | None
     request_id: Any
+    since: Since | None = None
 
 
 @attrs.frozen
@@ -156,7 +166,7 @@ def parse_request(text: str | bytes, *, symbols: Collection[str]) -> Request:
                 raise ProtocolError(ErrorCode.UNKNOWN_FIELD, f"unknown field {name!r} for "
                                     f"{action}", request_id, str(name))
         return OrderRequest(order_action, request_id, fields)
-    unknown = set(message) - {"action", "stream", "symbol", "id"}
+    unknown = set(message) - {"action", "stream", "symbol", "id", "since"}
     if unknown:
         raise ProtocolError(
             ErrorCode.INVALID_MESSAGE, f"unknown fields: {sorted(map(str, unknown))}", request_id
@@ -188,8 +198,26 @@ def parse_request(text: str | bytes, *, symbols: Collection[str]) -> Request:
         raise ProtocolError(
             ErrorCode.INVALID_MESSAGE, "the orders stream takes no symbol", request_id
         )
-    kind = Subscribe if action == "subscribe" else Unsubscribe
-    return kind(stream, symbol, request_id)
+    if action == "unsubscribe":
+        if "since" in message:
+            raise ProtocolError(ErrorCode.INVALID_MESSAGE, "since belongs to subscribe",
+                                request_id, "since")
+        return Unsubscribe(stream, symbol, request_id)
+    since = message.get("since")
+    return Subscribe(stream, symbol, request_id,
+                     None if since is None else _since(since, request_id))
+
+
+def _since(value: object, request_id: Any) -> Since:
+    """``{"epoch": "<subscribed.epoch>", "seq": <last seq received>}``."""
+    if (isinstance(value, dict) and set(value) == {"epoch", "seq"}
+            and isinstance(value["epoch"], str) and len(value["epoch"]) <= _MAX_ID_LENGTH
+            and isinstance(value["seq"], int) and not isinstance(value["seq"], bool)
+            and value["seq"] >= 0):
+        return Since(value["epoch"], value["seq"])
+    raise ProtocolError(
+        ErrorCode.INVALID_MESSAGE, 'since must be {"epoch": <the epoch of your subscribed '
+        'reply>, "seq": <the last seq you received>}', request_id, "since")
 
 
 def channel_of(

@@ -18,8 +18,11 @@ Rules of this module:
   for good (:class:`Unavailable`, REST 503) and logs it loudly; queries and
   streams keep working. Only a restart, which recovers from the journal,
   resumes trading.
+* Right after applying each command, the engine task numbers its events
+  per stream channel (``gateway/_streams.py``), so the numbering is exact at
+  every seq, and hands each batch's numbered items to the hub in one go.
 * Every ``snapshot_every`` commands the engine task exports the engine's
-  state (an immutable copy at one seq) and hands it to the snapshot task,
+  state and the stream state (immutable copies at one seq) and hands them to the snapshot task,
   which hashes, encodes and writes it in a thread (a channel of one: when the
   previous snapshot is still waiting, this one is skipped and retried after
   the next batch). Only the export stops the engine; the rest, most of the
@@ -50,6 +53,8 @@ from engine import (
 from gateway._hub import Hub
 from gateway._journal import Fsync, JournalWriter, write_snapshot
 from gateway._stats import Stats
+from gateway._stream_files import drop_older_streams, write_streams
+from gateway._streams import Numbered, StreamExport, StreamState, encode_export
 
 log = logging.getLogger("trade_engine.gateway")
 
@@ -66,6 +71,9 @@ class Unavailable(Exception):
     code = "journal_unavailable"
     """The error code clients get (REST 503, WebSocket error)."""
 
+
+_Snapshot = tuple[int, EngineState, StreamExport]
+"""What the engine task hands the snapshot task: the seq and both states at it."""
 
 Done = Callable[[list[Event], Exception | None], None]
 """Told a command's events (or the error that kept it out of the engine) once it is durable.
@@ -85,6 +93,10 @@ class Runtime(Protocol):
     @property
     def engine(self) -> Engine:
         """The engine, for queries only."""
+
+    @property
+    def streams(self) -> StreamState:
+        """The stream numbering (REST reads its depth books), for reading only."""
 
     @property
     def failure(self) -> Exception | None:
@@ -117,7 +129,9 @@ class EngineRuntime:
 
     Args:
         engine: the engine to own; nobody else may call its ``apply``.
-        hub: where events go after each command.
+        streams: the stream numbering at the engine's seq (``gateway/_streams.py``);
+            owned by the engine task from now on.
+        hub: where the numbered items go after each batch.
         queue_size: bound of the command channel.
         stats: counters to bump.
         journal: the write-ahead journal, or None to run in memory only.
@@ -128,6 +142,7 @@ class EngineRuntime:
     def __init__(
         self,
         engine: Engine,
+        streams: StreamState,
         hub: Hub,
         *,
         queue_size: int,
@@ -137,6 +152,8 @@ class EngineRuntime:
         clock: Callable[[], int] = time.time_ns,
     ) -> None:
         self.engine = engine
+        self.streams = streams
+        """Read-only outside the engine task (REST reads the depth books)."""
         self._hub = hub
         self._stats = stats
         self._journal = journal
@@ -147,8 +164,9 @@ class EngineRuntime:
         self._send, self._receive = trio.open_memory_channel[_Pending](queue_size)
         self.on_durable: Callable[[list[Record]], None] | None = None
         """Told each batch's records once they are durable (the engine role publishes them)."""
-        self.on_snapshot: Callable[[int, bytes], None] | None = None
-        """Told each journal snapshot's seq and bytes once it is written."""
+        self.on_snapshot: Callable[[int, bytes, bytes], None] | None = None
+        """Told each journal snapshot's seq, engine snapshot and stream state (both as
+        written, encoded) once they are written (the engine role publishes them)."""
 
     @property
     def queue_free(self) -> int:
@@ -163,7 +181,7 @@ class EngineRuntime:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """The engine task and the snapshot task. Runs until cancelled."""
-        send_snapshot, receive_snapshot = trio.open_memory_channel[tuple[int, EngineState]](1)
+        send_snapshot, receive_snapshot = trio.open_memory_channel[_Snapshot](1)
         try:
             async with trio.open_nursery() as nursery:
                 if self._journal is not None:
@@ -175,9 +193,10 @@ class EngineRuntime:
                 self._journal.close()
 
     async def _apply_commands(
-        self, snapshots: trio.MemorySendChannel[tuple[int, EngineState]]
+        self, snapshots: trio.MemorySendChannel[_Snapshot]
     ) -> None:
         engine, journal, stats = self.engine, self._journal, self._stats
+        number = self.streams.number
         most = 1 if journal is not None and journal.fsync is Fsync.ALWAYS else _MAX_BATCH
         async with self._receive:
             async for first in self._receive:
@@ -203,13 +222,13 @@ class EngineRuntime:
                         log.critical("journal write failed, order entry stopped: %s", exc)
                         self._refuse(batch)
                         continue
-                published: list[Event] = []
+                numbered = Numbered()
                 for (seq, ts, command), pending in zip(stamped, batch, strict=True):
                     events = engine.apply(command, seq=seq, ts=ts)
                     stats.commands += 1
                     if len(events) == 1 and type(events[0]) is OrderRejected:
                         stats.commands_rejected += 1
-                    published += events
+                    number(events, numbered)
                     pending.events = events
                     # Told now, before the next command of the batch: a reply then shows
                     # the order exactly as its own command left it.
@@ -220,14 +239,16 @@ class EngineRuntime:
                                                                         strict=True)])
                 # One hand-over per batch, not per command: under load that is one
                 # task switch for hundreds of commands.
-                await self._hub.publish(published)
+                await self._hub.publish(numbered)
                 if self._snapshot_every and (
                     engine.last_seq - self._last_snapshot >= self._snapshot_every
                 ) and not snapshots.statistics().current_buffer_used:
                     # Only the export runs here: hashing and encoding, most of the
                     # cost (a 100,000-order history took over a second), happen in the
                     # snapshot task's thread while the engine goes on.
-                    snapshots.send_nowait((engine.last_seq, engine.export_state()))
+                    seq = engine.last_seq
+                    snapshots.send_nowait(
+                        (seq, engine.export_state(), self.streams.export(seq)))
                     self._last_snapshot = engine.last_seq
 
     def _stamp(
@@ -266,25 +287,31 @@ class EngineRuntime:
             pending.finish()
 
     async def _write_snapshots(
-        self, receive: trio.MemoryReceiveChannel[tuple[int, EngineState]]
+        self, receive: trio.MemoryReceiveChannel[_Snapshot]
     ) -> None:
         assert self._journal is not None
         directory = self._journal.directory
 
-        def encode_and_write(seq: int, state: EngineState) -> bytes:
+        def encode_and_write(
+            seq: int, state: EngineState, streams: StreamExport
+        ) -> tuple[bytes, bytes]:
             data = encode_exported(state)
+            streams_data = encode_export(streams)
+            write_streams(directory, streams_data, seq)  # first: see _stream_files
             write_snapshot(directory, data, seq)
-            return data
+            drop_older_streams(directory, seq)
+            return data, streams_data
 
-        async for seq, state in receive:
+        async for seq, state, streams in receive:
             try:
-                data = await trio.to_thread.run_sync(encode_and_write, seq, state)
+                data, streams_data = await trio.to_thread.run_sync(
+                    encode_and_write, seq, state, streams)
             except OSError as exc:  # the journal still holds everything: log and go on
                 log.error("snapshot at seq %d failed: %s", seq, exc)
             else:
                 log.info("snapshot written at seq %d (%d bytes)", seq, len(data))
                 if self.on_snapshot is not None:
-                    self.on_snapshot(seq, data)
+                    self.on_snapshot(seq, data, streams_data)
 
     async def submit(self, command: Command) -> list[Event]:
         """Have the engine apply ``command`` once it is durable; return its events.

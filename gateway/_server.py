@@ -28,15 +28,18 @@ from hypercorn.trio import serve as serve_http
 from engine import Command, Engine, Event
 from gateway._auth import TokenVerifier
 from gateway._broker._settings import Role
-from gateway._config import Config
+from gateway._config import Config, HistorySettings
 from gateway._datadir import lock_for
 from gateway._gc import tame_cyclic_gc
+from gateway._history import History
 from gateway._hub import Hub
 from gateway._journal import JournalWriter, recover
 from gateway._limits import OrderRate
 from gateway._rest import create_app
 from gateway._runtime import EngineRuntime, Runtime
 from gateway._stats import Stats
+from gateway._stream_files import StreamRecovery, in_memory
+from gateway._streams import StreamState
 from gateway._ws import WebSocketGateway
 
 log = logging.getLogger("trade_engine.gateway")
@@ -79,6 +82,11 @@ class Gateway:
     def engine(self) -> Engine:
         """The engine, for queries only: commands go through :meth:`submit`."""
         return self._runtime.engine
+
+    @property
+    def epoch(self) -> str:
+        """The stream numbering's epoch, as every ``subscribed`` reply names it."""
+        return self._runtime.streams.epoch
 
     async def submit(self, command: Command) -> list[Event]:
         """Apply a command through the engine task, exactly as REST does.
@@ -134,13 +142,18 @@ async def serve(
 async def _serve(config: Config, task_status: trio.TaskStatus[Gateway]) -> None:
     stats = Stats()
     journal: JournalWriter | None = None
+    depth_levels = config.websocket.depth_levels
+    history_settings = history_settings_of(config)
     if config.journal.enabled:
         directory = config.journal_directory
+        renumbering = StreamRecovery(directory, depth_levels, history_settings)
         recovery = await trio.to_thread.run_sync(lambda: recover(
             directory, config.markets, order_history=config.engine.order_history,
             trade_history=config.engine.trade_history,
+            on_snapshot=renumbering.on_snapshot, on_record=renumbering.on_record,
         ))
         engine = recovery.engine
+        streams, history = renumbering.finish(engine)
         journal = JournalWriter(
             directory, next_seq=engine.last_seq + 1, fsync=config.journal.fsync,
             segment_bytes=config.journal.segment_bytes,
@@ -150,15 +163,18 @@ async def _serve(config: Config, task_status: trio.TaskStatus[Gateway]) -> None:
             "state hash %s", directory, recovery.snapshot_seq, recovery.replayed,
             engine.last_seq, engine.state_hash(),
         )
+        log.info("stream epoch %s, %d messages of history to resume from",
+                 streams.epoch, len(history))
     else:
         engine = Engine(
             config.markets,
             order_history=config.engine.order_history,
             trade_history=config.engine.trade_history,
         )
-    hub = make_hub(config, engine, stats)
+        streams, history = in_memory(engine, depth_levels, history_settings)
+    hub = make_hub(config, engine, streams, history, stats)
     runtime = EngineRuntime(
-        engine, hub, queue_size=config.engine.command_queue_size, stats=stats,
+        engine, streams, hub, queue_size=config.engine.command_queue_size, stats=stats,
         journal=journal, snapshot_every=config.journal.snapshot_every,
     )
     tasks: list[Callable[..., Awaitable[None]]] = [hub.run, runtime.run]
@@ -172,21 +188,25 @@ async def _serve(config: Config, task_status: trio.TaskStatus[Gateway]) -> None:
     await run_listeners(config, runtime, hub, stats, tasks, task_status, degraded=degraded)
 
 
-def make_hub(config: Config, engine: Engine, stats: Stats) -> Hub:
-    """The fan-out, its depth books loaded from ``engine`` (recovered or bootstrapped)."""
-    hub = Hub(
+def history_settings_of(config: Config) -> HistorySettings:
+    """``[history]``, its message count at most ``websocket.send_queue_size``."""
+    return attrs.evolve(config.history, messages=min(
+        config.history.messages, config.websocket.send_queue_size))
+
+
+def make_hub(
+    config: Config, engine: Engine, streams: StreamState, history: History, stats: Stats
+) -> Hub:
+    """The fan-out over ``streams`` (recovered or bootstrapped) and ``history``."""
+    return Hub(
         engine.markets,
-        depth_levels=config.websocket.depth_levels,
+        streams=streams,
+        history=history,
         public_trade_user_ids=config.public_trade_user_ids,
         queue_size=config.engine.fanout_queue_size,
         stats=stats,
         publish_timestamps=config.websocket.publish_timestamps,
     )
-    for symbol, book in hub.depth.items():  # the depth stream starts from the recovered book
-        depth = engine.depth(symbol)
-        book.load([(lv.price, lv.quantity) for lv in depth.bids],
-                  [(lv.price, lv.quantity) for lv in depth.asks])
-    return hub
 
 
 async def run_listeners(

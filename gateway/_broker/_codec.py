@@ -5,8 +5,9 @@ shells are ``_engine_role.py`` and ``_gateway_role.py``):
 
 * Keys live under one prefix (default ``te:``): ``commands`` (a stream the
   gateways append to), ``events`` (the stream the engine publishes to),
-  ``bootstrap`` (a string: where a replica starts) and ``engine`` (a string
-  with a time to live: the engine is alive while it exists).
+  ``bootstrap`` (a string: where a replica starts), ``epoch`` (the epoch the
+  events stream belongs to) and ``engine`` (a string with a time to live: the
+  engine is alive while it exists).
 * A command entry is ``{"c": <msgpack command>, "t": <tag>}``, appended with
   an id Redis chooses. The *tag* is the gateway's name for the request
   (``<gateway id>.<counter>``), chosen and registered before the append, so
@@ -110,6 +111,10 @@ class Keys:
     @property
     def engine(self) -> str:
         return self.prefix + "engine"
+
+    @property
+    def epoch(self) -> str:
+        return self.prefix + "epoch"
 
 
 # ------------------------------------------------------------------ entries

@@ -19,6 +19,11 @@ Rules of this module (the formats are ``_codec.py``'s):
   stream's top entry, so what Redis missed while down (or lost in a restart)
   comes back from the journal, and an ``equal or smaller`` refusal means
   "already there". Records reach Redis in ``seq`` order, each at most once.
+* **Epoch.** The key ``epoch`` names the numbering the events stream
+  belongs to. An engine of another epoch (a new data directory) deletes the
+  events stream and the bootstrap before it publishes, and gateways of the
+  old epoch stop (``ReplicaLost``); with an empty journal, intake ignores the
+  commands already queued (never acknowledged by anyone).
 * **Bootstrap.** The key ``bootstrap`` holds engine and stream state at one
   seq (:class:`~gateway._broker._codec.Bootstrap`): the state at start, then
   each journal snapshot's. It is written at every (re)connection and after
@@ -188,6 +193,15 @@ class EngineBroker:
 
     async def _intake(self, client: Client) -> None:
         runtime, stream = self._runtime, self._keys.commands
+        if self._resume_after == "0-0":
+            # An empty journal: what the stream holds was sent to some earlier engine
+            # (another data directory) and never acknowledged; it is not ours to apply.
+            newest = await client.xrevrange(stream, count=1)
+            if newest:
+                self._resume_after = text(newest[0].identifier)
+                log.warning("intake starts after command entry %s: the journal is empty, "
+                            "so the commands queued before were never acknowledged",
+                            self._resume_after)
         last = self._resume_after
         trimmed = last
         while True:
@@ -265,6 +279,15 @@ class EngineBroker:
 
     async def _resync(self, client: Client) -> int:
         """Bootstrap key and stream as the journal says: after a (re)connection or a loss."""
+        keys, epoch = self._keys, self._bootstrap.epoch
+        held = await client.get(keys.epoch)
+        if held is not None and text(held) != epoch:
+            # Another numbering's records (a new data directory, a lost stream state):
+            # they would block ours (ids by seq), and gateways must start over.
+            log.warning("Redis holds the events of epoch %s, this engine numbers in epoch %s: "
+                        "the events stream starts over; gateways restart", text(held), epoch)
+            await client.delete([keys.events, keys.bootstrap])
+        await client.set(keys.epoch, epoch.encode())
         top = await self._stream_top(client)
         await self._write_bootstrap(client)
         return await self._republish(client, top)

@@ -51,9 +51,11 @@ from gateway._broker._codec import (
     decode_records,
     encode_command,
     origin_tag,
+    text,
 )
 from gateway._broker._redis import BLOCK_MS, Client, reconnecting
 from gateway._runtime import Busy, Done, Unavailable
+from gateway._streams import StreamState
 
 log = logging.getLogger("trade_engine.broker")
 
@@ -73,6 +75,9 @@ class Applier(Protocol):
     @property
     def engine(self) -> Engine: ...
 
+    @property
+    def streams(self) -> StreamState: ...
+
     def apply(self, record: Record) -> list[Event]: ...
 
     async def flush(self) -> None:
@@ -86,6 +91,7 @@ class ReplicaRuntime:
         address, keys: the broker.
         applier: the replica, built from the bootstrap by the caller.
         position: the seq the replica stands at (the bootstrap's).
+        epoch: the bootstrap's epoch; when the engine's changes, the replica is lost.
         reply_timeout: seconds a sent request waits for its record.
         max_waiting: requests that may wait at once.
         liveness_poll: seconds between checks of the engine's liveness key.
@@ -98,6 +104,7 @@ class ReplicaRuntime:
         *,
         applier: Applier,
         position: int,
+        epoch: str,
         reply_timeout: float = 5.0,
         max_waiting: int = 10_000,
         liveness_poll: float = 0.5,
@@ -106,6 +113,8 @@ class ReplicaRuntime:
         self._keys = keys
         self._applier = applier
         self.engine = applier.engine
+        self.streams = applier.streams
+        self._epoch = epoch
         self._follower = Follower(position)
         self._timeout = reply_timeout
         self._poll = liveness_poll
@@ -254,7 +263,17 @@ class ReplicaRuntime:
         key = self._keys.engine
         try:
             while True:
-                alive = bool(await client.exists([key]))
+                async with client.pipeline(transaction=False) as pipe:
+                    pipe.exists([key])
+                    pipe.get(self._keys.epoch)
+                found, epoch = pipe.results or (0, None)
+                if epoch is not None and text(epoch) != self._epoch:
+                    self.lost = ReplicaLost(
+                        f"the engine now numbers the streams in epoch {text(epoch)}, this "
+                        f"gateway's replica in {self._epoch} (a new data directory, or a lost "
+                        "stream state): restart the gateway, it starts from the new epoch")
+                    raise self.lost
+                alive = bool(found)
                 if alive != self._engine_alive:
                     log.warning("the engine is %s", "back" if alive else
                                 "unreachable (liveness key missing): order entry refused")

@@ -54,7 +54,7 @@ def create_app(
             to a WebSocket handshake on the REST port (0 while it starts).
     """
     orders = Orders(runtime, order_rate=order_rate, stats=stats)
-    data = MarketData(runtime.engine, hub, public_trade_user_ids=public_trade_user_ids)
+    data = MarketData(runtime.engine, runtime.streams, public_trade_user_ids=public_trade_user_ids)
     auth = Authenticator(TokenCache(verifier), rate=limits.rest_requests_per_second,
                          burst=limits.rest_burst, stats=stats)
     api = Api({

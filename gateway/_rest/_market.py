@@ -10,17 +10,19 @@ from __future__ import annotations
 
 from engine import Engine
 from gateway import _messages as messages
-from gateway._hub import Hub
 from gateway._rest._api import Answer, Call
 from gateway._schema import RequestError, market
+from gateway._streams import StreamState
 
 
 class MarketData:
     """The market-data handlers of one gateway."""
 
-    def __init__(self, engine: Engine, hub: Hub, *, public_trade_user_ids: bool) -> None:
+    def __init__(
+        self, engine: Engine, streams: StreamState, *, public_trade_user_ids: bool
+    ) -> None:
         self._engine = engine
-        self._hub = hub
+        self._streams = streams
         self._markets = engine.markets
         self._with_user_ids = public_trade_user_ids
         self._listing = {"markets": [
@@ -37,7 +39,7 @@ class MarketData:
 
     async def orderbook(self, call: Call) -> Answer:
         spec = market(self._markets, call.param, None)
-        return 200, self._hub.depth_view(spec.symbol, _query_int(call, "depth", 20, 1000))
+        return 200, self._streams.depth_view(spec.symbol, _query_int(call, "depth", 20, 1000))
 
     async def trades(self, call: Call) -> Answer:
         spec = market(self._markets, call.param, None)

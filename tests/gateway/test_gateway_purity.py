@@ -17,7 +17,8 @@ import gateway
 
 GATEWAY_DIR = Path(gateway.__file__).parent
 
-CORES = ["_admission", "_closing", "_frames", "_heartbeat", "_limits", "_routing"]
+CORES = ["_admission", "_closing", "_frames", "_heartbeat", "_history", "_limits", "_routing",
+         "_streams"]
 """Add a module here when it becomes a pure core."""
 
 NOT_IN_A_CORE = {

@@ -22,6 +22,7 @@ from gateway import (
     Config,
     EngineSettings,
     GcSettings,
+    HistorySettings,
     JournalSettings,
     LimitSettings,
     WebSocketSettings,
@@ -112,6 +113,19 @@ async def test_every_protocol_example_matches_a_live_message(gateway, http, toke
             await trader.send_message(json.dumps({"action": "cancel_all", "id": 10}))
             real["ws_all_cancelled"] = await next_of(trader, "all_cancelled")
 
+        trades_seq = real["trade_executed"]["seq"]
+        async with ws_connect(f"{url}/ws") as again:
+            epoch = real["subscribed"]["epoch"]
+            await again.send_message(json.dumps(
+                {"action": "subscribe", "stream": "trades", "symbol": "BTC/USDT", "id": 5,
+                 "since": {"epoch": epoch, "seq": trades_seq - 1}}))
+            real["subscribed_resumed"] = await next_of(again, "subscribed")
+            assert (await next_of(again, "trade_executed")) == real["trade_executed"]
+            await again.send_message(json.dumps(
+                {"action": "subscribe", "stream": "trades", "id": 6,
+                 "since": {"epoch": "not-" + epoch, "seq": 0}}))
+            real["resume_unavailable"] = await next_of(again, "error")
+
         await general.send_message(json.dumps({"action": "ping", "id": 3}))
         real["pong"] = await next_of(general, "pong")
         await general.send_message(json.dumps({"action": "subscribe", "stream": "x", "id": 4}))
@@ -134,6 +148,6 @@ async def test_every_protocol_example_matches_a_live_message(gateway, http, toke
 def test_every_configuration_key_is_documented():
     text = (DOCS / "configuration.md").read_text(encoding="utf-8")
     for settings in (Config, WebSocketSettings, AuthSettings, EngineSettings, JournalSettings,
-                     LimitSettings, GcSettings):
+                     LimitSettings, GcSettings, HistorySettings):
         for field in attrs.fields(settings):
             assert f"`{field.name}`" in text or f"[{field.name}]" in text, field.name

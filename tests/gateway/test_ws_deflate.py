@@ -216,7 +216,7 @@ async def test_a_compressed_client_message_is_understood(gateway):
     try:
         reply = await client.request(action="subscribe", stream="trades", symbol=BTC, id="c1")
         assert reply == {"type": "subscribed", "id": "c1", "stream": "trades", "symbol": BTC,
-                         "seq": 0}
+                         "epoch": gateway.epoch, "seq": 0}
         await client.send({"action": "ping", "id": "fragmented"}, fragments=3)
         assert await client.receive() == {"type": "pong", "id": "fragmented"}
     finally:

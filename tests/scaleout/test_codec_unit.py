@@ -57,8 +57,8 @@ def test_bad_broker_urls_name_the_form(url: str) -> None:
 
 def test_keys_share_a_prefix() -> None:
     keys = Keys("app1:")
-    assert [keys.commands, keys.events, keys.bootstrap, keys.engine] == [
-        "app1:commands", "app1:events", "app1:bootstrap", "app1:engine"]
+    assert [keys.commands, keys.events, keys.bootstrap, keys.engine, keys.epoch] == [
+        "app1:commands", "app1:events", "app1:bootstrap", "app1:engine", "app1:epoch"]
 
 
 def test_command_entry_round_trips_as_redis_returns_it() -> None:
