@@ -123,6 +123,13 @@ async def test_engine_sigkill_and_restart(tmp_path: Path, redis_server: RedisSer
             last_b = check_contiguous(seen["b"])
             assert last_a == last_b
             assert seen["a"] == seen["b"]  # the same messages on both gateways
+            # The restarted engine kept the epoch: a gateway bootstrapped from it now
+            # numbers in the epoch the first clients subscribed in.
+            c = await deploy.start("gateway", "gateway-c")
+            async with ws_client(c) as client:
+                reply = await client.subscribe("trades", "BTC/USDT")
+            assert reply["epoch"] == seen["a"][0]["epoch"]
+            assert reply["seq"] == last_a[("trades", "BTC/USDT")]
 
 
 async def _degraded(server: Server) -> bool:
