@@ -41,6 +41,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import time
 from collections.abc import Callable
 from functools import partial
 from itertools import pairwise
@@ -107,6 +108,8 @@ class EngineBroker:
         liveness_ttl: seconds the liveness key lives without a refresh.
         events_retention: commands kept in the events stream behind its top.
         max_unpublished: records waiting for Redis past which intake pauses.
+        stamp: put this machine's monotonic clock (ns) on every events entry, as
+            ``m`` (``websocket.publish_timestamps``: gateways then measure the hop).
     """
 
     def __init__(
@@ -121,6 +124,7 @@ class EngineBroker:
         liveness_ttl: float = 3.0,
         events_retention: int = 100_000,
         max_unpublished: int = 50_000,
+        stamp: bool = False,
     ) -> None:
         self._address = address
         self._keys = keys
@@ -133,6 +137,7 @@ class EngineBroker:
         self._ttl_ms = max(int(liveness_ttl * 1000), 300)
         self._retention = events_retention
         self._max_unpublished = max_unpublished
+        self._stamp = stamp
         self._durable_seq = bootstrap.seq  # the newest durable record
         self._published_seq = 0  # the stream's top, as the publisher last saw it
         self._dropped = False  # a batch overflowed the channel: read the journal
@@ -308,13 +313,19 @@ class EngineBroker:
         with the records before it missing.
         """
         try:
-            added = await client.xadd(self._keys.events, {"r": encode_records(records)},
+            added = await client.xadd(self._keys.events, self._fields(records),
                                       identifier=f"{records[-1].seq}-0", nomkstream=True)
         except ResponseError as exc:
             if "equal or smaller" not in str(exc):
                 raise
             return True  # already there: a republish held it too
         return added is not None
+
+    def _fields(self, records: list[Record]) -> dict[str, bytes]:
+        fields = {"r": encode_records(records)}
+        if self._stamp:
+            fields["m"] = str(time.monotonic_ns()).encode()
+        return fields
 
     async def _republish(self, client: Client, top: int) -> int:
         """Publish what the journal holds past ``top``; returns the new top."""
@@ -331,7 +342,7 @@ class EngineBroker:
         for start in range(0, len(pending), _PIPELINE_ENTRIES):
             async with client.pipeline(transaction=False, raise_on_error=False) as pipe:
                 for chunk in pending[start:start + _PIPELINE_ENTRIES]:
-                    pipe.xadd(self._keys.events, {"r": encode_records(chunk)},
+                    pipe.xadd(self._keys.events, self._fields(chunk),
                               identifier=f"{chunk[-1].seq}-0")
             for result in pipe.results or ():
                 if isinstance(result, ResponseError) and "equal or smaller" not in str(result):

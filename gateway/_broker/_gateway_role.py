@@ -32,6 +32,8 @@ from __future__ import annotations
 
 import logging
 import os
+import time
+from collections import deque
 from collections.abc import Callable
 from functools import partial
 from typing import Protocol
@@ -55,12 +57,14 @@ from gateway._broker._codec import (
 )
 from gateway._broker._redis import BLOCK_MS, Client, reconnecting
 from gateway._runtime import Busy, Done, Unavailable
+from gateway._stats import Stats
 from gateway._streams import StreamState
 
 log = logging.getLogger("trade_engine.broker")
 
 _READ_COUNT = 100  # events entries per XREAD (each up to a batch of records)
 _SEND_MOST = 512  # command entries per pipeline
+_LAG_SAMPLES = 65_536  # engine-to-replica lags kept for /stats (the newest)
 
 
 class EngineUnavailable(Unavailable):
@@ -95,6 +99,8 @@ class ReplicaRuntime:
         reply_timeout: seconds a sent request waits for its record.
         max_waiting: requests that may wait at once.
         liveness_poll: seconds between checks of the engine's liveness key.
+        stats: where the engine-to-replica lag goes (``/stats`` ``broker``), measured
+            on entries the engine stamped (``websocket.publish_timestamps``).
     """
 
     def __init__(
@@ -108,6 +114,7 @@ class ReplicaRuntime:
         reply_timeout: float = 5.0,
         max_waiting: int = 10_000,
         liveness_poll: float = 0.5,
+        stats: Stats | None = None,
     ) -> None:
         self._address = address
         self._keys = keys
@@ -125,6 +132,8 @@ class ReplicaRuntime:
         self._engine_alive = False
         self._errors: dict[str, str] = {}  # task -> why Redis is unreachable for it
         self.lost: ReplicaLost | None = None
+        self._stats = stats
+        self._lags: deque[int] = deque(maxlen=_LAG_SAMPLES)  # ns, engine XADD -> applied
 
     # ------------------------------------------------------------ surface
 
@@ -212,6 +221,7 @@ class ReplicaRuntime:
             if not found:
                 continue
             for entry in found.get(stream.encode(), ()):
+                stamped = entry.field_values.get(b"m")
                 try:
                     records = self._follower.accept(decode_records(
                         entry.field_values[b"r"]))
@@ -226,6 +236,8 @@ class ReplicaRuntime:
                     done = self._waiting.take(origin_tag(record.origin))
                     if done is not None:
                         done(events, None)
+                if stamped is not None:
+                    self._lags.append(time.monotonic_ns() - int(stamped))
             await applier.flush()
 
     async def _sender(self, client: Client) -> None:
@@ -283,8 +295,16 @@ class ReplicaRuntime:
             self._engine_alive = False
 
     async def _expire(self) -> None:
+        ticks = 0
         while True:
             await trio.sleep(0.1)
+            ticks += 1
+            if ticks % 10 == 0 and self._lags and self._stats is not None:
+                lags = sorted(self._lags)
+                self._stats.broker["lag_ms"] = {
+                    "p50": round(lags[len(lags) // 2] / 1e6, 3),
+                    "p99": round(lags[min(len(lags) - 1, len(lags) * 99 // 100)] / 1e6, 3),
+                    "max": round(lags[-1] / 1e6, 3), "samples": len(lags)}
             for done in self._waiting.expired(trio.current_time()):
                 done([], EngineUnavailable(
                     f"the engine did not answer within {self._timeout:g} s (it may be "

@@ -60,6 +60,7 @@ async def engine_broker(config: Config, runtime: EngineRuntime) -> EngineBroker:
                             streams=encode_export(streams)),
         resume_after=resume_after, liveness_ttl=config.broker.liveness_ttl,
         events_retention=config.broker.events_retention,
+        stamp=config.websocket.publish_timestamps,
     )
     runtime.on_durable = broker.durable
 
@@ -139,6 +140,6 @@ async def serve_gateway(config: Config, task_status: trio.TaskStatus[Gateway]) -
         epoch=bootstrap.epoch,
         reply_timeout=config.broker.reply_timeout,
         max_waiting=config.engine.command_queue_size,
-        liveness_poll=min(0.5, config.broker.liveness_ttl / 4),
+        liveness_poll=min(0.5, config.broker.liveness_ttl / 4), stats=stats,
     )
     await run_listeners(config, runtime, hub, stats, [hub.run, runtime.run], task_status)
