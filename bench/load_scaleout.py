@@ -285,6 +285,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--fsync", default="batch", help="the journal's fsync (batch)")
     parser.add_argument("--drill-clients", type=int, default=30,
                         help="clients in the kill-a-gateway drill (30; 0: no drill)")
+    parser.add_argument("--drill-before", type=float, default=3.0,
+                        help="seconds of flow before the kill (3)")
+    parser.add_argument("--drill-after", type=float, default=4.0,
+                        help="seconds of flow after the kill (4)")
     parser.add_argument("--output", type=Path, default=RESULTS / "load_scaleout.json")
     return parser.parse_args(argv)
 
@@ -299,7 +303,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.drill_clients:
         from bench.scaleout_drill import run_drill  # noqa: PLC0415 - trio only here
 
-        drill = run_drill(clients=args.drill_clients, fsync=args.fsync)
+        drill = run_drill(clients=args.drill_clients, fsync=args.fsync,
+                          before=args.drill_before, after=args.drill_after)
     print_summary(runs, drill)
     output = {
         "benchmark": "load_scaleout", "revision": git_revision(),

@@ -133,11 +133,16 @@ async def _drill(clients: int, fsync: str, before: float, after: float, rate: fl
 
         engine = await _start(argv("engine", "engine"), workdir / "engine.log")
         processes.append(engine[0])
-        fronts = []
-        for index in range(3):
-            front = await _start(argv("gateway", f"g{index}"), workdir / f"g{index}.log")
-            processes.append(front[0])
-            fronts.append(front)
+        started: dict[int, tuple[trio.Process, str, str]] = {}
+
+        async def start(index: int) -> None:
+            started[index] = await _start(argv("gateway", f"g{index}"), workdir / f"g{index}.log")
+            processes.append(started[index][0])
+
+        async with trio.open_nursery() as nursery:
+            for index in range(3):
+                nursery.start_soon(start, index)
+        fronts = [started[index] for index in range(3)]
         taker = issue_token(secret, "taker", ttl=3600)
         movers = [DrillClient(taker) for _ in range(clients)]
         reference = DrillClient(taker)

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pytest
 
-
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -28,7 +27,8 @@ def test_tiny_scale_out_run(tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "bench.load_scaleout", "--clients", "20", "--rate", "10",
          "--duration", "2", "--warmup", "0.5", "--grace", "1", "--gateways", "1",
-         "--drill-clients", "2", "--fsync", "off", "--output", str(output)],
+         "--drill-clients", "2", "--drill-before", "1", "--drill-after", "1.5",
+         "--fsync", "off", "--output", str(output)],
         cwd=ROOT, capture_output=True, text=True, timeout=240, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "gateway CPU us/delivery" in result.stdout
