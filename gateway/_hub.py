@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 import trio
@@ -42,7 +42,7 @@ from gateway._closing import SLOW_CONSUMER
 from gateway._deflate import MessageDeflater
 from gateway._frames import deflated_text_frame, text_frame
 from gateway._history import History
-from gateway._messages import DepthDiff
+from gateway._messages import DepthDiff, OrderEvent
 from gateway._protocol import Channel, ErrorCode, ProtocolError, Since, Stream
 from gateway._routing import Routing, Subscriber
 from gateway._stats import Stats
@@ -144,8 +144,7 @@ class Hub:
     def _orders(self, items: list[Item]) -> None:
         record, subscribers = self._history.record, self._routing.subscribers
         markets = self._markets
-        for channel, seq, event in items:
-            assert isinstance(event, ORDER_EVENTS)
+        for channel, seq, event in cast(list[tuple[Channel, int, OrderEvent]], items):
             record(channel, seq, event.ts, event)
             if channel in subscribers:
                 spec = markets.get(event.symbol) if event.symbol else None
@@ -153,8 +152,7 @@ class Hub:
 
     def _trades(self, items: list[Item]) -> None:
         record, subscribers = self._history.record, self._routing.subscribers
-        for channel, seq, event in items:
-            assert isinstance(event, TradeExecuted)
+        for channel, seq, event in cast(list[tuple[Channel, int, TradeExecuted]], items):
             record(channel, seq, event.ts, event)
             if channel in subscribers:
                 spec = self._markets[event.symbol]
@@ -163,8 +161,7 @@ class Hub:
 
     def _orderbook(self, items: list[Item]) -> None:
         record, subscribers, tops = self._history.record, self._routing.subscribers, self._tops
-        for channel, seq, event in items:
-            assert isinstance(event, TopOfBookChanged)
+        for channel, seq, event in cast(list[tuple[Channel, int, TopOfBookChanged]], items):
             record(channel, seq, event.ts, event)
             tops[event.symbol] = event  # always: the next subscriber's snapshot
             if channel in subscribers:
@@ -174,8 +171,7 @@ class Hub:
     def _depth(self, items: list[Item]) -> None:
         record, subscribers = self._history.record, self._routing.subscribers
         windows = self._windows
-        for channel, seq, diff in items:
-            assert isinstance(diff, DepthDiff)
+        for channel, seq, diff in cast(list[tuple[Channel, int, DepthDiff]], items):
             record(channel, seq, diff.ts, diff)
             windows[diff.symbol] = (seq, diff.bid_window, diff.ask_window)
             if channel in subscribers:

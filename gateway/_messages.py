@@ -283,24 +283,37 @@ class DepthBook:
         0 for a level that left the window (removed, or pushed out by a better
         one), so a client can apply it and truncate to ``levels``.
         """
-        touched = {change.side for change in changes}
-        before = {side: self.top(side) for side in touched}
+        before: dict[Side, list[tuple[int, int]]] = {}
+        window, keys_of = self.levels, self._keys
         for change in changes:
-            self._set(change.side, change.price, change.quantity)
+            side = change.side
+            if side not in before:
+                keys = keys_of[side]
+                key = change.price if side is Side.BUY else -change.price
+                if len(keys) >= window and key < keys[-window]:
+                    # Worse than the window's last level: the window cannot change.
+                    self._set(side, change.price, change.quantity)
+                    continue
+                before[side] = self.top(side)
+            self._set(side, change.price, change.quantity)
+        if not before:
+            return None
+        after = {side: self.top(side) for side in before}
         diff: dict[Side, list[tuple[int, int]]] = {Side.BUY: [], Side.SELL: []}
-        for side in touched:
-            after = self.top(side)
-            if after == before[side]:
+        for side, old_levels in before.items():
+            new_levels = after[side]
+            if new_levels == old_levels:
                 continue
-            old, new = dict(before[side]), dict(after)
-            diff[side] = [(p, q) for p, q in after if old.get(p) != q] + [
+            old, new = dict(old_levels), dict(new_levels)
+            diff[side] = [(p, q) for p, q in new_levels if old.get(p) != q] + [
                 (p, 0) for p in old if p not in new]
         if not diff[Side.BUY] and not diff[Side.SELL]:
             return None
         self.seq += 1
-        return DepthDiff(
-            self.spec.symbol, self.seq, diff[Side.BUY], diff[Side.SELL], changes[-1].ts,
-            tuple(self.top(Side.BUY)), tuple(self.top(Side.SELL)))
+        bids = after[Side.BUY] if Side.BUY in after else self.top(Side.BUY)
+        asks = after[Side.SELL] if Side.SELL in after else self.top(Side.SELL)
+        return DepthDiff(self.spec.symbol, self.seq, diff[Side.BUY], diff[Side.SELL],
+                         changes[-1].ts, tuple(bids), tuple(asks))
 
     def update_message(self, diff: DepthDiff) -> Message:
         """The ``depth_update`` for a diff that :meth:`apply` returned."""

@@ -34,6 +34,10 @@ class Stream(StrEnum):
     ORDERBOOK = "orderbook"
     DEPTH = "depth"
 
+    # A channel is a (stream, key) tuple hashed on every stream item. Enum's own hash is
+    # a Python call (on the name); the value's hash is C and agrees with str equality.
+    __hash__ = str.__hash__
+
 
 class ErrorCode(StrEnum):
     """Stable error codes of ``{"type": "error"}`` replies."""

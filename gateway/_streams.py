@@ -29,7 +29,7 @@ Rules of this module:
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 
@@ -50,6 +50,7 @@ from gateway._messages import DepthBook, DepthDiff, OrderEvent
 from gateway._protocol import Channel, Stream
 
 ORDER_EVENTS = (OrderAccepted, OrderFilled, OrderCancelled, OrderAmended, OrderRejected)
+_ORDER_KINDS = frozenset(ORDER_EVENTS)
 
 Payload = OrderEvent | TradeExecuted | TopOfBookChanged | DepthDiff
 Item = tuple[Channel, int, Payload]
@@ -161,23 +162,28 @@ class StreamState:
         counters = self._counters
         levels: list[BookLevelChanged] | None = None
         for event in events:
-            if isinstance(event, ORDER_EVENTS):
-                channel: Channel = (Stream.ORDERS, event.user_id)
+            # Dispatch on the exact type: isinstance() on msgspec classes costs ~0.3 us a miss.
+            kind = type(event)
+            if kind in _ORDER_KINDS:
+                order = cast(OrderEvent, event)
+                channel: Channel = (_ORDERS, order.user_id)
                 seq = counters[channel] = counters.get(channel, 0) + 1
-                out.orders.append((channel, seq, event))
-            elif isinstance(event, BookLevelChanged):
+                out.orders.append((channel, seq, order))
+            elif kind is BookLevelChanged:
                 if levels is None:
-                    levels = [event]
+                    levels = [cast(BookLevelChanged, event)]
                 else:
-                    levels.append(event)
-            elif isinstance(event, TopOfBookChanged):
-                channel = self._orderbook[event.symbol]
+                    levels.append(cast(BookLevelChanged, event))
+            elif kind is TopOfBookChanged:
+                top = cast(TopOfBookChanged, event)
+                channel = self._orderbook[top.symbol]
                 seq = counters[channel] = counters.get(channel, 0) + 1
-                out.orderbook.append((channel, seq, event))
-            elif isinstance(event, TradeExecuted):
-                for channel in (self._trades[event.symbol], _ALL_TRADES):
+                out.orderbook.append((channel, seq, top))
+            elif kind is TradeExecuted:
+                trade = cast(TradeExecuted, event)
+                for channel in (self._trades[trade.symbol], _ALL_TRADES):
                     seq = counters[channel] = counters.get(channel, 0) + 1
-                    out.trades.append((channel, seq, event))
+                    out.trades.append((channel, seq, trade))
         if levels is not None:
             self._number_depth(levels, out)
 
@@ -236,4 +242,5 @@ class StreamState:
             self.depth[symbol].load(bids, asks)
 
 
+_ORDERS = Stream.ORDERS  # a module global: an Enum class attribute lookup is slow
 _ALL_TRADES: Channel = (Stream.TRADES, None)
