@@ -49,18 +49,26 @@ class DrillClient:
         self.messages = 0
         self.resumed = 0
         self.resumed_at = 0.0
+        self.reconnects = 0
+        self.closes: list[int] = []  # close codes the servers sent (4008: slow consumer)
         self.ready = trio.Event()
 
-    async def follow(self, urls: list[str]) -> None:
-        for url in urls:
+    async def follow(self, first: str, then: list[str]) -> None:
+        """On ``first`` until it goes away, then on each of ``then`` in turn, resuming."""
+        urls = [first]
+        while True:
+            url = urls.pop(0) if urls else then[self.reconnects % len(then)]
             try:
                 async with open_websocket_url(f"{url}/ws?token={self.token}") as ws:
                     await self._subscribe(ws)
                     self.ready.set()
                     while True:
                         self._take(json.loads(await ws.get_message()))
-            except (ConnectionClosed, HandshakeError, OSError, trio.BrokenResourceError):
-                continue
+            except (ConnectionClosed, HandshakeError, OSError, trio.BrokenResourceError) as exc:
+                self.reconnects += 1
+                if isinstance(exc, ConnectionClosed) and exc.reason is not None:
+                    self.closes.append(exc.reason.code)
+                await trio.sleep(0.05)
 
     async def _subscribe(self, ws: Any) -> None:
         for number, (stream, symbol) in enumerate(CHANNELS, start=1):
@@ -77,9 +85,11 @@ class DrillClient:
                 self._take(message)
             if message["type"] != "subscribed":
                 raise RuntimeError(f"the drill's resume was refused: {message}")
+            if "since" in request and not message.get("resumed"):
+                raise RuntimeError(f"the drill's resume was not resumed: {message}")
             if "since" in request:
                 self.resumed += message.get("resumed") is True
-                self.resumed_at = time.monotonic()
+                self.resumed_at = max(self.resumed_at, time.monotonic())
             self.epoch = message["epoch"]
             self.last[(stream, symbol)] = message["seq"]
 
@@ -150,10 +160,11 @@ async def _drill(clients: int, fsync: str, before: float, after: float, rate: fl
         flow = OrderFlow("127.0.0.1", rest_port, secret, connections=4)
         await trio.to_thread.run_sync(flow.place_resting)
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(reference.follow, [fronts[1][2]])
+            nursery.start_soon(reference.follow, fronts[1][2], [fronts[1][2]])
             await reference.ready.wait()
             for index, mover in enumerate(movers):
-                nursery.start_soon(mover.follow, [fronts[0][2], fronts[1 + index % 2][2]])
+                survivors = [fronts[1 + index % 2][2], fronts[2 - index % 2][2]]
+                nursery.start_soon(mover.follow, fronts[0][2], survivors)
                 await mover.ready.wait()
             flow.start(rate)
             await trio.sleep(before)
@@ -161,7 +172,11 @@ async def _drill(clients: int, fsync: str, before: float, after: float, rate: fl
             killed = time.monotonic()
             await trio.sleep(after)
             await trio.to_thread.run_sync(flow.stop)
-            await trio.sleep(1.5)
+            await trio.sleep(1.0)
+            with trio.move_on_after(30):  # until every client got the reference's last message
+                while any(mover.last.get(key, 0) < seq for mover in movers
+                          for key, seq in reference.last.items()):
+                    await trio.sleep(0.1)
             nursery.cancel_scope.cancel()
         missed = sum(m.missed for m in movers)
         for mover in movers:  # short of the reference's end: missed too
@@ -171,6 +186,8 @@ async def _drill(clients: int, fsync: str, before: float, after: float, rate: fl
             "clients": clients, "resumed": sum(m.resumed for m in movers),
             "subscriptions": clients * len(CHANNELS), "missed": missed,
             "messages": sum(m.messages for m in movers),
+            "reconnects": sum(m.reconnects for m in movers),
+            "closes": sorted({code for m in movers for code in m.closes}),
             "resume_s": round(max((m.resumed_at - killed for m in movers if m.resumed_at),
                                   default=0.0), 3),
             "order_flow": flow.summary(),

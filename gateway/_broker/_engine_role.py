@@ -75,6 +75,7 @@ log = logging.getLogger("trade_engine.broker")
 _READ_COUNT = 1000  # command entries per XREAD
 _ENTRY_RECORDS = 1000  # records per events entry when republishing from the journal
 _PIPELINE_ENTRIES = 16  # entries per pipeline when republishing
+_TRIM_EVERY = 1.0  # seconds between trims of the commands stream (one XTRIM each)
 _CHANNEL_BATCHES = 4096  # durable batches waiting for the publisher (then: read the journal)
 
 class Intake(Protocol):
@@ -209,6 +210,7 @@ class EngineBroker:
                             self._resume_after)
         last = self._resume_after
         trimmed = last
+        next_trim = 0.0
         while True:
             while runtime.failure is not None:  # order entry stopped for good: read nothing
                 await trio.sleep(1)
@@ -234,7 +236,9 @@ class EngineBroker:
                     break  # not queued: it stays in the stream for the next start
                 last = entry_id
             journaled = self._journaled_entry
-            if entry_id_key(journaled) > entry_id_key(trimmed):
+            if entry_id_key(journaled) > entry_id_key(trimmed) \
+                    and trio.current_time() >= next_trim:
+                next_trim = trio.current_time() + _TRIM_EVERY
                 # What the journal holds is never read again: drop it from Redis.
                 await client.xtrim(stream, PureToken.MINID, journaled,  # type: ignore[arg-type]
                                    PureToken.APPROXIMATELY)
