@@ -74,10 +74,17 @@ def open_client(address: BrokerAddress, *, max_connections: int = 4) -> Client:
     )
 
 
+_PASSING_REFUSALS = ("OOM", "LOADING", "READONLY", "MASTERDOWN", "BUSY", "TRYAGAIN")
+"""Error replies of a Redis that cannot serve now (full, loading, a replica after a
+failover): waited out like a lost connection."""
+
+
 def is_down(exc: BaseException) -> bool:
-    """Whether ``exc`` (or every leaf of a group) says Redis is unreachable."""
+    """Whether ``exc`` (or every leaf of a group) says Redis cannot serve us now."""
     if isinstance(exc, BaseExceptionGroup):
         return all(is_down(e) for e in exc.exceptions)
+    if isinstance(exc, coredis.exceptions.ResponseError):
+        return str(exc).startswith(_PASSING_REFUSALS)
     return isinstance(exc, REDIS_DOWN)
 
 
