@@ -27,6 +27,10 @@
   SIGKILLed; each client resumes on gateway 2 or 3 with ``since`` and must
   miss nothing (``missed`` counts gaps and messages short of a reference
   client on gateway 2 that never moved).
+* The capacity (``--capacity N``): Redis + engine + one gateway without
+  clients; N crossing orders XADDed straight into ``te:commands`` in
+  pipelines; the time until the gateway's replica applied the last, and each
+  process's CPU per command: the engine role's ceiling and a replica's cost.
 * Bounded: every server is stopped (SIGINT, then SIGKILL) in ``finally``; the
   workers stop by themselves at a hard deadline; loopback only.
 """
@@ -46,11 +50,16 @@ from array import array
 from pathlib import Path
 from typing import Any
 
+import trio
+
 from bench.load import _MP, RESULTS, SUBSCRIBE, _figures, git_revision, log
 from bench.loadgen import FAILED, ROW, SUBSCRIBED, WorkerSpec, worker_main
 from bench.orderflow import OrderFlow
 from bench.redis_server import RedisServer, free_port
 from bench.servers import ServerProcess, cpu_seconds, our_config, raise_nofile
+from engine import PlaceOrder, Side
+from gateway._broker._codec import encode_command, parse_broker_url
+from gateway._broker._redis import open_client
 
 _READY = r"REST on http://[^:]+:(\d+)/api/v1, WebSocket on ws://[^:]+:(\d+)/ws"
 
@@ -236,6 +245,59 @@ def run_config(args: argparse.Namespace, gateways: int) -> dict[str, Any]:
     return result
 
 
+def run_capacity(commands: int, fsync: str) -> dict[str, Any]:
+    """The engine role's and one replica's ceiling: ``commands`` orders XADDed at once.
+
+    Redis + engine + one gateway without clients; the orders (crossing limit
+    orders of 50 users) go straight into ``te:commands`` in pipelines of 1,000,
+    and the clock stops when the gateway's replica has applied the last one.
+    """
+    secret = secrets.token_hex(32)
+    with tempfile.TemporaryDirectory(prefix="scaleout-capacity-") as tmp:
+        redis = RedisServer(Path(tmp), free_port())
+        servers: list[RoleServer] = []
+        try:
+            redis.start()
+            engine = RoleServer("engine", secret=secret, broker=redis.url, fsync=fsync)
+            front = RoleServer("gateway", secret=secret, broker=redis.url, fsync=fsync)
+            servers += [engine, front]
+            engine.start()
+            front.start()
+            assert redis.process is not None
+            pids = {"engine": engine.pid, "gateway": front.pid, "redis": redis.process.pid}
+            fields = [encode_command(PlaceOrder(
+                order_id=0, user_id=f"u{i % 50}", symbol="BTC/USDT",
+                side=Side.BUY if i % 2 else Side.SELL, price=5_000_000 + i % 7 - 3,
+                quantity=100), f"capacity.{i}") for i in range(commands)]
+
+            async def drive() -> float:
+                async with open_client(parse_broker_url(redis.url)) as client:
+                    started = time.monotonic()
+                    for start in range(0, commands, 1000):
+                        async with client.pipeline(transaction=False) as pipe:
+                            for entry in fields[start:start + 1000]:
+                                pipe.xadd("te:commands", entry)
+                    while ((get_stats(front.rest_port) or {}).get("commands", 0)
+                           < commands):
+                        await trio.sleep(0.01)
+                    return time.monotonic() - started
+
+            before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+            seconds = trio.run(drive)
+            used = {name: cpu_seconds(pid) - before[name] for name, pid in pids.items()}
+        finally:
+            for server in servers:
+                server.stop()
+            redis.kill()
+    result = {"commands": commands, "seconds": round(seconds, 2),
+              "commands_per_s": round(commands / seconds),
+              "cpu_us_per_command": {name: round(cpu / commands * 1e6, 1)
+                                     for name, cpu in used.items()},
+              "cpu_pct": {name: round(cpu / seconds * 100, 1) for name, cpu in used.items()}}
+    log(f"[capacity] {result}")
+    return result
+
+
 def print_summary(runs: list[dict[str, Any]], drill: dict[str, Any] | None) -> None:
     header = ["figure", *[run["label"] for run in runs]]
     rows = [header]
@@ -289,6 +351,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="seconds of flow before the kill (3)")
     parser.add_argument("--drill-after", type=float, default=4.0,
                         help="seconds of flow after the kill (4)")
+    parser.add_argument("--capacity", type=int, default=20_000,
+                        help="orders for the engine's ceiling (20000; 0: skip)")
     parser.add_argument("--output", type=Path, default=RESULTS / "load_scaleout.json")
     return parser.parse_args(argv)
 
@@ -305,12 +369,18 @@ def main(argv: list[str] | None = None) -> int:
 
         drill = run_drill(clients=args.drill_clients, fsync=args.fsync,
                           before=args.drill_before, after=args.drill_after)
+    capacity = run_capacity(args.capacity, args.fsync) if args.capacity else None
     print_summary(runs, drill)
+    if capacity is not None:
+        per = capacity["cpu_us_per_command"]
+        print(f"capacity: {capacity['commands_per_s']:,} commands/s through the engine into one "
+              f"replica; CPU per command: engine {per['engine']} us, gateway replica "
+              f"{per['gateway']} us, redis {per['redis']} us")
     output = {
         "benchmark": "load_scaleout", "revision": git_revision(),
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
         "argv": sys.argv[1:], "args": {k: str(v) for k, v in vars(args).items()},
-        "runs": runs, "drill": drill,
+        "runs": runs, "drill": drill, "capacity": capacity,
     }
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(output, indent=1) + "\n")

@@ -1,9 +1,10 @@
 """The scale-out load benchmark (bench/load_scaleout.py) in a tiny configuration, so it cannot rot.
 
 A real run: ``redis-server``, an all-in-one server, then Redis + engine + one
-gateway, 20 raw clients, 10 trades/s for 2 s each, and the kill-a-gateway
-drill with 2 clients. It checks that the JSON holds every figure the README
-table quotes and that nothing was missed; never any speed.
+gateway, 20 raw clients, 10 trades/s for 2 s each, the kill-a-gateway
+drill with 2 clients, and the capacity mode with 500 orders. It checks that
+the JSON holds every figure the README table quotes and that nothing was
+missed; never any speed.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ def test_tiny_scale_out_run(tmp_path: Path) -> None:
         [sys.executable, "-m", "bench.load_scaleout", "--clients", "20", "--rate", "10",
          "--duration", "2", "--warmup", "0.5", "--grace", "1", "--gateways", "1",
          "--drill-clients", "2", "--drill-before", "1", "--drill-after", "1.5",
-         "--fsync", "off", "--output", str(output)],
+         "--capacity", "500", "--fsync", "off", "--output", str(output)],
         cwd=ROOT, capture_output=True, text=True, timeout=240, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "gateway CPU us/delivery" in result.stdout
@@ -47,3 +48,6 @@ def test_tiny_scale_out_run(tmp_path: Path) -> None:
     drill = report["drill"]
     assert drill["missed"] == 0
     assert drill["resumed"] == drill["subscriptions"] == 6
+    capacity = report["capacity"]
+    assert capacity["commands"] == 500
+    assert set(capacity["cpu_us_per_command"]) == {"engine", "gateway", "redis"}
