@@ -30,6 +30,7 @@ import attrs
 import msgspec
 
 from gateway._auth import AuthError, Identity
+from gateway._codes import Code
 from gateway._config import LimitSettings
 from gateway._limits import Counts, KeyedBuckets
 from gateway._protocol import Stream
@@ -111,7 +112,7 @@ class Admission:
         subscribe, identity = route
         user = None if identity is None else identity.user_id
         if user is not None and self._per_user.get(user) >= self._limits.max_connections_per_user:
-            return Refusal(429, "too_many_connections", "too many connections for this user")
+            return Refusal(429, Code.TOO_MANY_CONNECTIONS, "too many connections for this user")
         self._per_ip.add(ip)
         if user is not None:
             self._per_user.add(user)
@@ -128,16 +129,16 @@ class Admission:
     ) -> Refusal | None:
         """The checks made before the request is even routed."""
         if not self.accepting:
-            return Refusal(503, "shutting_down", "the server is shutting down")
+            return Refusal(503, Code.SHUTTING_DOWN, "the server is shutting down")
         if self._origins:
             origin = dict(headers).get(b"origin", b"").decode("latin-1")
             if origin not in self._origins:
-                return Refusal(403, "origin_not_allowed", f"origin {origin!r} is not allowed")
+                return Refusal(403, Code.ORIGIN_NOT_ALLOWED, f"origin {origin!r} is not allowed")
         if not self._new_connections.take(ip, now):
-            return Refusal(429, "rate_limited", "too many new connections; slow down",
+            return Refusal(429, Code.RATE_LIMITED, "too many new connections; slow down",
                            self._new_connections.retry_after(ip, now))
         if self._per_ip.get(ip) >= self._limits.max_connections_per_ip:
-            return Refusal(429, "too_many_connections", "too many connections from this address")
+            return Refusal(429, Code.TOO_MANY_CONNECTIONS, "too many connections from this address")
         return None
 
     def _route(self, target: str) -> tuple[list[Subscription], Identity | None] | Refusal:
@@ -150,23 +151,23 @@ class Admission:
             try:
                 identity = self._verify(tokens[0])
             except AuthError as exc:
-                return Refusal(401, "unauthorized", str(exc))
+                return Refusal(401, Code.UNAUTHORIZED, str(exc))
         if path == "/ws":
             return [], identity
         if path == "/ws/orders":
             if identity is None:
-                return Refusal(401, "unauthorized", "a token is required: /ws/orders?token=...")
+                return Refusal(401, Code.UNAUTHORIZED, "a token is required: /ws/orders?token=...")
             return [(Stream.ORDERS, None)], identity
         if path == "/ws/trades":
             symbol = query.get("symbol", [None])[0]
             if symbol is not None:
                 symbol = normalize_symbol(symbol)
                 if symbol not in self._symbols:
-                    return Refusal(404, "unknown_symbol", f"unknown symbol {symbol}")
+                    return Refusal(404, Code.UNKNOWN_SYMBOL, f"unknown symbol {symbol}")
             return [(Stream.TRADES, symbol)], identity
         if path.startswith("/ws/markets/"):
             symbol = normalize_symbol(path.removeprefix("/ws/markets/"))
             if symbol not in self._symbols:
-                return Refusal(404, "unknown_symbol", f"unknown symbol {symbol}")
+                return Refusal(404, Code.UNKNOWN_SYMBOL, f"unknown symbol {symbol}")
             return [(Stream.ORDERBOOK, symbol)], identity
-        return Refusal(404, "not_found", f"no WebSocket endpoint at {parts.path}")
+        return Refusal(404, Code.NOT_FOUND, f"no WebSocket endpoint at {parts.path}")

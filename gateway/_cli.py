@@ -76,6 +76,7 @@ async def _serve_until_signal(config: Config) -> None:
         endpoints = gateway.endpoints
         print(f"trade-engine: REST on {endpoints.rest_url}/api/v1, "
               f"WebSocket on {endpoints.ws_url}/ws", flush=True)
+        print(f"trade-engine: trading page at {endpoints.rest_url}/", flush=True)
         print(f"trade-engine: data in {config.data_dir}; "
               "get a token with: trade-engine token --user alice", flush=True)
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:

@@ -13,13 +13,15 @@ from __future__ import annotations
 import json
 import re
 
+from gateway._codes import Code
+
 MAX_HEAD = 16 * 1024
 """Bytes of request head read before giving up looking for its end (h11's own limit)."""
 
 _REQUEST_LINE = re.compile(rb"[A-Z]+ (\S+) HTTP/1\.[01]\r\n")
 _HOST = re.compile(r"[A-Za-z0-9.-]{1,253}|\[[0-9A-Fa-f:.]{2,45}\]")
 STATUS = 400
-CODE = "websocket_only"
+CODE = Code.WEBSOCKET_ONLY
 
 
 def head_end(data: bytes | bytearray) -> int:

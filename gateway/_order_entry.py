@@ -47,6 +47,7 @@ from engine import (
     OrderRejected,
     PlaceOrder,
 )
+from gateway._codes import Code
 from gateway._frames import text_frame
 from gateway._limits import OrderRate
 from gateway._messages import order_json
@@ -72,7 +73,7 @@ log = logging.getLogger("trade_engine.gateway")
 _encode = msgspec.json.Encoder().encode
 
 UNAUTHORIZED = RequestError(
-    401, "unauthorized", "order entry needs a token: connect to /ws?token=<JWT> "
+    401, Code.UNAUTHORIZED, "order entry needs a token: connect to /ws?token=<JWT> "
     "(trade-engine token --user NAME prints one)")
 _REPLY_TYPE = {
     OrderAction.PLACE: "placed", OrderAction.AMEND: "amended",
@@ -144,7 +145,7 @@ class OrderEntry:
                 self._runtime.submit_nowait(
                     command, partial(self._done, slot, request, command, spec))
             except Busy as exc:
-                raise RequestError(503, "busy", str(exc)) from None
+                raise RequestError(503, Code.BUSY, str(exc)) from None
             except Unavailable as exc:
                 raise RequestError(503, exc.code, str(exc)) from None
         except RequestError as error:
@@ -163,10 +164,10 @@ class OrderEntry:
         if action is OrderAction.PLACE:
             order = fields.get("order")
             if order is None:
-                fail(400, "missing_field", "order is required: the fields of "
+                fail(400, Code.MISSING_FIELD, "order is required: the fields of "
                      "POST /api/v1/orders, e.g. {\"symbol\": \"BTC/USDT\", ...}", "order")
             if not isinstance(order, dict):
-                fail(400, "invalid_message", "order must be a JSON object with the fields of "
+                fail(400, Code.INVALID_MESSAGE, "order must be a JSON object with the fields of "
                      "POST /api/v1/orders", "order")
             place = place_command(convert_body(order, PlaceBody), user_id, markets)
             return place, markets[place.symbol]
@@ -189,12 +190,12 @@ class OrderEntry:
         """The order an amend or cancel names: by ``order_id`` or by ``client_order_id``."""
         order_id, client_order_id = fields.get("order_id"), fields.get("client_order_id")
         if (order_id is None) == (client_order_id is None):
-            fail(400, "missing_field", "name the order with order_id or with client_order_id "
+            fail(400, Code.MISSING_FIELD, "name the order with order_id or with client_order_id "
                  "(one of them)", "order_id")
         if client_order_id is None:
             return order_id_of(order_id), None
         if not isinstance(client_order_id, str):
-            fail(400, "invalid_client_order_id", "client_order_id must be a string",
+            fail(400, Code.INVALID_CLIENT_ORDER_ID, "client_order_id must be a string",
                  "client_order_id")
         return 0, client_order_id
 
@@ -237,7 +238,7 @@ class OrderEntry:
         except Exception:  # the slot must be filled, or every later reply would wait forever
             log.exception("building the reply to %s failed", request.action)
             slot.frame = error_frame(request.request_id, RequestError(
-                500, "internal_error", "the command was applied, but its reply failed: "
+                500, Code.INTERNAL_ERROR, "the command was applied, but its reply failed: "
                 "check the order with GET /api/v1/orders"))
         self._flush()
 
@@ -248,7 +249,7 @@ class OrderEntry:
         if error is not None:
             if isinstance(error, Unavailable):
                 raise RequestError(503, error.code, str(error))
-            raise RequestError(400, "invalid_message", str(error))
+            raise RequestError(400, Code.INVALID_MESSAGE, str(error))
         first = events[0] if events else None
         if type(first) is OrderRejected:
             order = None

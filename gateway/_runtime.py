@@ -50,6 +50,7 @@ from engine import (
     encode_exported,
     encode_record,
 )
+from gateway._codes import Code
 from gateway._hub import Hub
 from gateway._journal import Fsync, JournalWriter, write_snapshot
 from gateway._stats import Stats
@@ -68,7 +69,7 @@ class Busy(Exception):
 class Unavailable(Exception):
     """The journal failed: no command can be made durable, so none is accepted."""
 
-    code = "journal_unavailable"
+    code: Code = Code.JOURNAL_UNAVAILABLE
     """The error code clients get (REST 503, WebSocket error)."""
 
 

@@ -41,6 +41,7 @@ from engine import (
     TimeInForce,
     UnitError,
 )
+from gateway._codes import Code
 
 
 class RequestError(Exception):
@@ -96,11 +97,11 @@ class AmendBody(msgspec.Struct, forbid_unknown_fields=True):
 
 # A field of the wrong JSON type is refused with that field's own code.
 _CODE_OF_FIELD = {
-    "symbol": "unknown_symbol", "side": "invalid_side", "type": "invalid_type",
-    "time_in_force": "invalid_time_in_force",
-    "self_trade_prevention": "invalid_self_trade_prevention",
-    "post_only": "invalid_post_only", "client_order_id": "invalid_client_order_id",
-    "price": "invalid_price", "quantity": "invalid_quantity",
+    "symbol": Code.UNKNOWN_SYMBOL, "side": Code.INVALID_SIDE, "type": Code.INVALID_TYPE,
+    "time_in_force": Code.INVALID_TIME_IN_FORCE,
+    "self_trade_prevention": Code.INVALID_SELF_TRADE_PREVENTION,
+    "post_only": Code.INVALID_POST_ONLY, "client_order_id": Code.INVALID_CLIENT_ORDER_ID,
+    "price": Code.INVALID_PRICE, "quantity": Code.INVALID_QUANTITY,
 }
 _UNKNOWN = re.compile(r"Object contains unknown field `(?P<field>[^`]*)`")
 _AT_FIELD = re.compile(r"- at `\$\.(?P<field>[A-Za-z_]+)`$")
@@ -123,10 +124,10 @@ def decode_body(raw: bytes, kind: type[_Body]) -> _Body:
         try:  # the typed decoder stops at the first bad field: is it JSON at all?
             msgspec.json.decode(raw)
         except (msgspec.DecodeError, RecursionError):
-            fail(400, "invalid_json", "the body is not valid JSON")
+            fail(400, Code.INVALID_JSON, "the body is not valid JSON")
         _refuse_body(exc)
     except (msgspec.DecodeError, RecursionError):
-        fail(400, "invalid_json", "the body is not valid JSON")
+        fail(400, Code.INVALID_JSON, "the body is not valid JSON")
 
 
 def convert_body(data: object, kind: type[_Body]) -> _Body:
@@ -146,11 +147,11 @@ def _refuse_body(exc: msgspec.ValidationError) -> NoReturn:
     text = str(exc)
     if match := _UNKNOWN.match(text):
         name = match["field"]
-        fail(400, "unknown_field", f"unknown field {name!r}", name)
+        fail(400, Code.UNKNOWN_FIELD, f"unknown field {name!r}", name)
     if (match := _AT_FIELD.search(text)) and match["field"] in _CODE_OF_FIELD:
         name = match["field"]
         fail(400, _CODE_OF_FIELD[name], f"{name}: {_FIELD_HINT[name]}", name)
-    fail(400, "invalid_json", "the body must be a JSON object")
+    fail(400, Code.INVALID_JSON, "the body must be a JSON object")
 
 
 _FIELD_HINT = {
@@ -170,8 +171,11 @@ _FIELD_HINT = {
 
 
 def normalize_symbol(symbol: str) -> str:
-    """``BTC-USDT`` and ``btc/usdt`` name the market ``BTC/USDT``."""
-    return symbol.replace("-", "/").upper()
+    """``BTC-USDT`` and ``btc/usdt`` name the market ``BTC/USDT``.
+
+    ASCII only: ``str.upper`` turns a long s (U+017F) into ``"S"``, a misspelling to refuse.
+    """
+    return symbol.replace("-", "/").upper() if symbol.isascii() else symbol
 
 
 def unknown_symbol_message(symbol: object, symbols: Mapping[str, object] | list[str]) -> str:
@@ -192,7 +196,7 @@ def market(
     """
     spec = markets.get(normalize_symbol(symbol)) if isinstance(symbol, str) else None
     if spec is None:
-        fail(400 if field else 404, "unknown_symbol",
+        fail(400 if field else 404, Code.UNKNOWN_SYMBOL,
              unknown_symbol_message(symbol, list(markets)), field)
     return spec
 
@@ -205,17 +209,17 @@ _Enum = TypeVar("_Enum", bound=StrEnum)
 def _choice(value: str | None, name: str, kind: type[_Enum], default: _Enum | None) -> Any:
     if value is None:
         return default
-    try:
-        return kind(value.lower())
+    try:  # ASCII only: str.lower turns a Kelvin sign into "k" ("marKet")
+        return kind(value.lower() if value.isascii() else value)
     except ValueError:
-        fail(400, f"invalid_{name}", f"{name} must be one of {_FIELD_HINT[name]}, "
+        fail(400, Code(f"invalid_{name}"), f"{name} must be one of {_FIELD_HINT[name]}, "
              f"got {value!r}", name)
 
 
 def _amount(spec: MarketSpec, value: str | None, name: str, *, required: bool) -> int | None:
     if value is None:
         if required:
-            fail(400, "missing_field", f"{name} is required", name)
+            fail(400, Code.MISSING_FIELD, f"{name} is required", name)
         return None
     try:
         return spec.parse_price(value) if name == "price" else spec.parse_quantity(value)
@@ -233,14 +237,14 @@ def place_command(
             symbol, side, type, amounts, the rest.
     """
     if body.symbol is None:
-        fail(400, "missing_field", "symbol is required, e.g. \"BTC/USDT\"", "symbol")
+        fail(400, Code.MISSING_FIELD, "symbol is required, e.g. \"BTC/USDT\"", "symbol")
     spec = market(markets, body.symbol)
     if body.side is None:
-        fail(400, "missing_field", "side is required: \"buy\" or \"sell\"", "side")
+        fail(400, Code.MISSING_FIELD, "side is required: \"buy\" or \"sell\"", "side")
     side = _choice(body.side, "side", Side, None)
     order_type = _choice(body.type, "type", OrderType, OrderType.LIMIT)
     if order_type is OrderType.MARKET and body.price is not None:
-        fail(400, "invalid_price", "a market order takes no price: leave price out, "
+        fail(400, Code.INVALID_PRICE, "a market order takes no price: leave price out, "
              "or send \"type\": \"limit\"", "price")
     quantity = _amount(spec, body.quantity, "quantity", required=True)
     price = _amount(spec, body.price, "price", required=order_type is OrderType.LIMIT)
@@ -282,13 +286,13 @@ def order_id_of(value: object) -> int:
 def rate_limited(retry_after: float, rate: float) -> RequestError:
     """The answer to an order-entry command over the user's order rate."""
     return RequestError(
-        429, "rate_limited", f"too many orders: at most {rate:g} per second per user, REST and "
+        429, Code.RATE_LIMITED, f"too many orders: at most {rate:g} per second per user, REST and "
         f"WebSocket together (limits.orders_per_second); retry in {retry_after:.2f} s",
         retry_after=retry_after)
 
 
 def order_not_found() -> RequestError:
-    return RequestError(404, "order_not_found", "no such order of yours (it may have "
+    return RequestError(404, Code.ORDER_NOT_FOUND, "no such order of yours (it may have "
                         "another owner, or be closed and out of the order history)")
 
 

@@ -243,7 +243,8 @@ async def run_listeners(
         max_request_body=config.max_request_body, limits=config.limits,
         public_trade_user_ids=config.public_trade_user_ids,
         connection_count=lambda: ws.connection_count,
-        websocket_port=lambda: ws_port, degraded=degraded,
+        websocket_port=lambda: ws_port, depth_levels=config.websocket.depth_levels,
+        degraded=degraded,
     )
     http_config = HypercornConfig()
     http_config.bind = [f"{config.host}:{config.rest_port}"]

@@ -56,6 +56,7 @@ from gateway._broker._codec import (
     text,
 )
 from gateway._broker._redis import BLOCK_MS, Client, reconnecting
+from gateway._codes import Code
 from gateway._runtime import Busy, Done, Unavailable
 from gateway._stats import Stats
 from gateway._streams import StreamState
@@ -70,7 +71,7 @@ _LAG_SAMPLES = 65_536  # engine-to-replica lags kept for /stats (the newest)
 class EngineUnavailable(Unavailable):
     """The engine (or Redis) is unreachable: order entry answers 503 ``engine_unavailable``."""
 
-    code = "engine_unavailable"
+    code = Code.ENGINE_UNAVAILABLE
 
 
 class Applier(Protocol):

@@ -32,6 +32,7 @@ from urllib.parse import parse_qsl
 
 import trio
 
+from gateway._codes import Code
 from gateway._rest._asgi import Scope, error_bytes, json_bytes, send_body
 from gateway._rest._body import BodyGuard
 from gateway._rest._routes import ROUTES, Endpoint, allowed, resolve, shape
@@ -76,7 +77,7 @@ class Call:
         """
         data = await self._guard.read()
         if data is None:
-            raise RequestError(413, "body_too_large", f"the body is over the "
+            raise RequestError(413, Code.BODY_TOO_LARGE, f"the body is over the "
                                f"{self._max_body}-byte limit (max_request_body)")
         return data
 
@@ -116,7 +117,7 @@ class Api:
         except Exception:
             log.exception("%s %s failed", method, path)
             status, body = 500, error_bytes(
-                "internal_error", "the server failed to answer; it is logged. If this was an "
+                Code.INTERNAL_ERROR, "the server failed to answer; it is logged. If this was an "
                 "order request, check your orders with GET /api/v1/orders before retrying")
         await send_body(guard.send, status, body, headers)
 

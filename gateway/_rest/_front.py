@@ -11,7 +11,8 @@ Rules of this module, in the order a request meets them:
 * A CORS preflight is answered here, for any path.
 * A declared ``Content-Length`` over ``max_request_body`` is answered 413
   here, before anything reads the body.
-* ``/api/v1`` goes to the API (``_api.py``, plain ASGI); everything else to
+* ``/api/v1`` goes to the API (``_api.py``, plain ASGI); ``/`` and
+  ``/static/`` to the trading page (``_page.py``, plain ASGI); everything else to
   the web application behind (quart-trio: ``/healthz``, ``/stats``,
   ``/metrics``, and the 404 of unknown paths).
 """
@@ -20,10 +21,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from gateway._codes import Code
 from gateway._rest._api import Api
 from gateway._rest._asgi import App, Receive, Scope, Send, error_bytes, send_body
 from gateway._rest._body import BodyGuard
 from gateway._rest._cors import CorsPolicy
+from gateway._rest._page import Page
 from gateway._rest._routes import PREFIX
 
 
@@ -32,6 +35,7 @@ class RestFront:
 
     Args:
         api: serves ``/api/v1``.
+        page: serves the trading page (``/``, ``/static/``).
         app: the web application for every other path.
         cors: who may read answers from a browser.
         max_request_body: the largest body accepted, in bytes.
@@ -39,10 +43,11 @@ class RestFront:
     """
 
     def __init__(
-        self, api: Api, app: App, *, cors: CorsPolicy, max_request_body: int,
+        self, api: Api, page: Page, app: App, *, cors: CorsPolicy, max_request_body: int,
         websocket_port: Callable[[], int],
     ) -> None:
         self._api = api
+        self._page = page
         self._app = app
         self._cors = cors
         self._max_body = max_request_body
@@ -79,22 +84,25 @@ class RestFront:
             return
         path: str = scope["path"]
         api = path.startswith(PREFIX) and path[len(PREFIX):len(PREFIX) + 1] in ("", "/")
+        page = not api and Page.serves(path)
         # quart-trio cancels the task that sent its answer: shield the end of it there.
         guard = BodyGuard(receive, send, declared=declared, max_body=self._max_body,
-                          headers=self._cors.headers(origin), shield=not api)
+                          headers=self._cors.headers(origin), shield=not (api or page))
         if declared is not None and declared > self._max_body:
             await send_body(guard.send, 413, error_bytes(
-                "body_too_large", f"the body is {declared} bytes, over the "
+                Code.BODY_TOO_LARGE, f"the body is {declared} bytes, over the "
                 f"{self._max_body}-byte limit (max_request_body)"))
         elif api:
             await self._api(scope, guard, authorization)
+        elif page:
+            await self._page(scope, guard.send)
         else:
             await self._app(scope, guard.receive, guard.send)
 
     async def _preflight(self, guard: BodyGuard, origin: bytes) -> None:
         if not self._cors.allows(origin):
             await send_body(guard.send, 403, error_bytes(
-                "origin_not_allowed", f"origin {origin.decode('latin-1')!r} is not in "
+                Code.ORIGIN_NOT_ALLOWED, f"origin {origin.decode('latin-1')!r} is not in "
                 "limits.allowed_origins"))
             return
         await guard.send({"type": "http.response.start", "status": 204,
@@ -105,13 +113,13 @@ class RestFront:
         await receive()  # websocket.connect
         port = self._websocket_port()
         if port:
-            url = websocket_url(_host(scope), port, scope["path"])
+            url = websocket_url(request_host(scope), port, scope["path"])
             message = (f"this port serves the REST API (/api/v1); WebSockets are on port "
                        f"{port}: connect to {url}")
         else:
             message = ("this port serves the REST API (/api/v1); the WebSocket listener "
                        "is still starting, on the ws_port setting")
-        body = error_bytes("wrong_port", message)
+        body = error_bytes(Code.WRONG_PORT, message)
         if "websocket.http.response" not in scope.get("extensions", {}):
             await send({"type": "websocket.close", "code": 1008})
             return
@@ -121,7 +129,7 @@ class RestFront:
         await send({"type": "websocket.http.response.body", "body": body})
 
 
-def _host(scope: Scope) -> str:
+def request_host(scope: Scope) -> str:
     """The host the client asked for, without its port."""
     for name, value in scope["headers"]:
         if name == b"host":

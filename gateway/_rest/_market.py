@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from engine import Engine
 from gateway import _messages as messages
+from gateway._codes import Code
 from gateway._rest._api import Answer, Call
 from gateway._schema import RequestError, market
 from gateway._streams import StreamState
@@ -25,12 +26,13 @@ class MarketData:
         self._streams = streams
         self._markets = engine.markets
         self._with_user_ids = public_trade_user_ids
+        # f"{d:f}": never an exponent, as str() would give for 0.00000001 ("1E-8").
         self._listing = {"markets": [
             {"symbol": s.symbol, "base": s.base, "quote": s.quote,
-             "tick_size": str(s.tick_size), "lot_size": str(s.lot_size),
-             "min_quantity": str(s.min_quantity), "min_notional": str(s.min_notional),
-             "maker_fee_rate": str(s.maker_fee_rate), "taker_fee_rate": str(s.taker_fee_rate),
-             "fee_precision": s.fee_precision}
+             "tick_size": f"{s.tick_size:f}", "lot_size": f"{s.lot_size:f}",
+             "min_quantity": f"{s.min_quantity:f}", "min_notional": f"{s.min_notional:f}",
+             "maker_fee_rate": f"{s.maker_fee_rate:f}",
+             "taker_fee_rate": f"{s.taker_fee_rate:f}", "fee_precision": s.fee_precision}
             for s in engine.markets.values()
         ]}
 
@@ -55,6 +57,6 @@ def _query_int(call: Call, name: str, default: int, maximum: int) -> int:
     if raw is None:
         return default
     if not (raw.isascii() and raw.isdigit() and len(raw) <= 6) or not 0 < int(raw) <= maximum:
-        raise RequestError(400, f"invalid_{name}",
+        raise RequestError(400, Code(f"invalid_{name}"),
                            f"{name} must be an integer in 1..{maximum}, got {raw!r}", name)
     return int(raw)

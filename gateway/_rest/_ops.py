@@ -14,12 +14,13 @@ from quart import Quart, Response
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
+from gateway._codes import Code
 from gateway._hub import Hub
 from gateway._rest._asgi import error_bytes, json_bytes
 from gateway._runtime import Runtime
 from gateway._stats import Stats, prometheus_text
 
-_CODES = {404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}
+_CODES = {404: Code.NOT_FOUND, 405: Code.METHOD_NOT_ALLOWED, 413: Code.BODY_TOO_LARGE}
 
 
 def _json(body: Any, status: int = 200) -> Response:
@@ -41,13 +42,17 @@ def create_ops_app(
     @app.errorhandler(HTTPException)
     async def http_error(error: HTTPException) -> Response:
         status = error.code or 500
-        code = _CODES.get(status, "http_error")
+        code = _CODES.get(status, Code.HTTP_ERROR)
         message = {
             404: "no such path; the REST API is under /api/v1 (see docs/protocol.md), "
-                 "and /healthz, /stats and /metrics are here",
+                 "/healthz, /stats and /metrics are here, and the trading page is at /",
         }.get(status, error.description or code)
-        return Response(error_bytes(code, message), status=status,
-                        content_type="application/json")
+        response = Response(error_bytes(code, message), status=status,
+                            content_type="application/json")
+        for name, value in error.get_headers():  # a 405's Allow, above all
+            if name.lower() != "content-type":
+                response.headers[name] = value
+        return response
 
     @app.get("/healthz")
     async def healthz() -> Response:

@@ -35,6 +35,7 @@ from engine import (
     OrderCancelled,
     OrderRejected,
 )
+from gateway._codes import Code
 from gateway._limits import OrderRate
 from gateway._messages import order_json
 from gateway._rest._api import Answer, Call
@@ -108,14 +109,16 @@ class Orders:
         symbol = call.query("symbol")
         only = None if symbol is None else market(self._markets, symbol).symbol
         status = call.query("status")
-        if status is not None and status.upper() not in _OPEN_STATUSES:
-            raise RequestError(400, "invalid_status", "this list holds open orders: status is "
+        if status is not None and status.isascii():  # a dotless i upper-cases to "I"
+            status = status.upper()
+        if status is not None and status not in _OPEN_STATUSES:
+            raise RequestError(400, Code.INVALID_STATUS, "this list holds open orders: status is "
                                "OPEN or PARTIALLY_FILLED", "status")
         markets = self._markets
         orders = [order_json(o, markets[o.symbol])
                   for o in self._engine.open_orders(call.user_id, only)]
         if status is not None:
-            orders = [o for o in orders if o["status"] == status.upper()]
+            orders = [o for o in orders if o["status"] == status]
         return 200, {"orders": orders}
 
     def _admit(self, user_id: str) -> None:
@@ -177,7 +180,7 @@ class Orders:
         try:
             self._runtime.submit_nowait(command, done)
         except Busy as exc:
-            raise RequestError(503, "busy", str(exc)) from None
+            raise RequestError(503, Code.BUSY, str(exc)) from None
         except Unavailable as exc:
             raise RequestError(503, exc.code, str(exc)) from None
         await finished.wait()

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import enum
 
+from gateway._codes import Code
 from gateway._schema import RequestError
 
 PREFIX = "/api/v1"
@@ -34,6 +35,7 @@ class Endpoint(enum.Enum):
     MARKETS = ("markets", False)
     ORDERBOOK = ("orderbook", False)
     TRADES = ("trades", False)
+    OPENAPI = ("openapi", False)
 
     @property
     def private(self) -> bool:
@@ -48,6 +50,7 @@ ROUTES: dict[str, dict[str, Endpoint]] = {
     "markets": {"GET": Endpoint.MARKETS},
     "markets/{symbol}/orderbook": {"GET": Endpoint.ORDERBOOK},
     "markets/{symbol}/trades": {"GET": Endpoint.TRADES},
+    "openapi.json": {"GET": Endpoint.OPENAPI},
 }
 
 
@@ -56,7 +59,7 @@ def shape(path: str) -> tuple[str, str] | None:
     rest = path[len(PREFIX) + 1:] if path.startswith(PREFIX + "/") else None
     if rest is None:
         return None
-    if rest in ("orders", "markets"):
+    if rest in ("orders", "markets", "openapi.json"):
         return rest, ""
     if rest.startswith("orders/"):
         param = rest[len("orders/"):]
@@ -85,11 +88,11 @@ def resolve(method: str, path: str) -> tuple[Endpoint, str]:
     """
     found = shape(path)
     if found is None:
-        raise RequestError(404, "not_found", f"no such path {path!r}; the API's paths are "
+        raise RequestError(404, Code.NOT_FOUND, f"no such path {path!r}; the API's paths are "
                            "listed in docs/protocol.md (GET /api/v1/markets is one)")
     methods = ROUTES[found[0]]
     endpoint = methods.get("GET" if method == "HEAD" else method)
     if endpoint is None:
-        raise RequestError(405, "method_not_allowed",
+        raise RequestError(405, Code.METHOD_NOT_ALLOWED,
                            f"{method} is not allowed here; use {allowed(methods)}")
     return endpoint, found[1]

@@ -23,6 +23,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 
 from gateway._auth import AuthError, Identity, TokenVerifier
+from gateway._codes import Code
 from gateway._limits import KeyedBuckets
 from gateway._schema import RequestError
 from gateway._stats import Stats
@@ -97,21 +98,21 @@ class Authenticator:
             RequestError: 401 ``unauthorized``; 429 ``rate_limited`` with ``retry_after``.
         """
         if authorization is None:
-            raise RequestError(401, "unauthorized", NEED_TOKEN)
+            raise RequestError(401, Code.UNAUTHORIZED, NEED_TOKEN)
         scheme, _, token = authorization.decode("latin-1").partition(" ")
         token = token.strip()
         if scheme.lower() != "bearer" or not token:
-            raise RequestError(401, "unauthorized", NEED_TOKEN)
+            raise RequestError(401, Code.UNAUTHORIZED, NEED_TOKEN)
         try:
             user_id = self._tokens.verify(token).user_id
         except AuthError as exc:  # its message says why, and how to get a new token
-            raise RequestError(401, "unauthorized", str(exc)) from None
+            raise RequestError(401, Code.UNAUTHORIZED, str(exc)) from None
         buckets = self._buckets
         if not buckets.take(user_id, now):
             self._stats.rest_rate_limited += 1
             retry_after = buckets.retry_after(user_id, now)
             raise RequestError(
-                429, "rate_limited", f"too many requests: at most {self._rate:g} per second "
+                429, Code.RATE_LIMITED, f"too many requests: at most {self._rate:g} per second "
                 f"per user (limits.rest_requests_per_second); retry in {retry_after:.2f} s",
                 retry_after=retry_after)
         return user_id

@@ -202,6 +202,11 @@ async def test_serve_streams_trades_and_shuts_down_on_sigterm(tmp_path):
                 health = await http.get("/healthz")
                 assert (health.json()["status"], health.json()["last_seq"]) == ("ok", 0)
                 assert (await http.get("/stats")).json()["connections"] == 4
+                # the banner's next line links the trading page, served there
+                page_line = f"trade-engine: trading page at {server.rest_url}/"
+                assert await server.stdout.readline() == page_line
+                page = await http.get("/")
+                assert page.headers["content-type"] == "text/html; charset=utf-8"
 
                 sell = await http.post("/api/v1/orders", headers=bearer(alice), json={
                     "symbol": "BTC-USDT", "side": "SELL", "price": "50000.00",
