@@ -22,7 +22,7 @@ import msgspec
 import trio
 
 from gateway._auth import issue_token, load_or_create_secret
-from gateway._broker._codec import ReplicaLost
+from gateway._broker._codec import BootstrapMismatch, ReplicaLost
 from gateway._config import Config, ConfigError, load_config
 from gateway._datadir import DataDirectoryLocked
 from gateway._journal import (
@@ -57,7 +57,8 @@ async def _serve(config: Config) -> None:
         # as itself, not wrapped in the nursery's exception group.
         leaves = list(_leaves(group))
         if len(leaves) == 1 and isinstance(
-                leaves[0], (JournalError, OSError, DataDirectoryLocked, ReplicaLost)):
+                leaves[0], (JournalError, OSError, DataDirectoryLocked, ReplicaLost,
+                            BootstrapMismatch)):
             raise leaves[0] from None
         raise
 
@@ -168,8 +169,8 @@ exit status:
   0  stopped by SIGINT (Ctrl-C) or SIGTERM, after a graceful shutdown
   2  could not start: a configuration error, a corrupt journal, a port in use,
      or a data directory another trade-engine serve owns (its pid is named)
-  3  (--role gateway) Redis lost records this gateway had not applied yet and
-     the engine's journal no longer holds them: start it again"""
+  3  (--role gateway) its replica cannot go on: Redis lost records the engine's
+     journal no longer holds, or the engine started a new epoch; start it again"""
 
 JOURNAL_EXIT_STATUS = """\
 exit status:
@@ -264,7 +265,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, JournalError, UsageError, WatchUsageError) as exc:
         print(f"trade-engine: {exc}", file=sys.stderr)
         return 2
-    except (OSError, DataDirectoryLocked) as exc:
+    except (OSError, DataDirectoryLocked, BootstrapMismatch) as exc:
         print(f"trade-engine: cannot start: {exc}", file=sys.stderr)
         return 2
     except ReplicaLost as exc:

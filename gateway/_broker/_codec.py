@@ -240,6 +240,10 @@ class Gap(Exception):
         self.found = found
 
 
+class BootstrapMismatch(ValueError):
+    """The engine's bootstrap cannot be used with this gateway's configuration."""
+
+
 class ReplicaLost(Exception):
     """A gateway's replica cannot follow the events stream any more; restart the gateway."""
 

@@ -24,7 +24,7 @@ import msgspec
 import trio
 
 from engine import Engine, Event, Record, decode_snapshot, encode_exported
-from gateway._broker._codec import Bootstrap, Keys, parse_broker_url
+from gateway._broker._codec import Bootstrap, BootstrapMismatch, Keys, parse_broker_url
 from gateway._broker._engine_role import EngineBroker, last_origin_entry
 from gateway._broker._gateway_role import ReplicaRuntime, fetch_bootstrap
 from gateway._config import Config
@@ -36,10 +36,6 @@ from gateway._stats import Stats
 from gateway._streams import Numbered, StreamState, decode_export, encode_export
 
 log = logging.getLogger("trade_engine.broker")
-
-
-class BootstrapMismatch(ValueError):
-    """The engine's bootstrap cannot be used with this gateway's configuration."""
 
 
 async def engine_broker(config: Config, runtime: EngineRuntime) -> EngineBroker:
