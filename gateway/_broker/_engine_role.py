@@ -22,8 +22,10 @@ Rules of this module (the formats are ``_codec.py``'s):
 * **Epoch.** The key ``epoch`` names the numbering the events stream
   belongs to. An engine of another epoch (a new data directory) deletes the
   events stream and the bootstrap before it publishes, and gateways of the
-  old epoch stop (``ReplicaLost``); with an empty journal, intake ignores the
-  commands already queued (never acknowledged by anyone).
+  old epoch stop (``ReplicaLost``). When the journal names no command entry
+  (a new journal, or one whose records up to a snapshot were deleted with
+  their segments), intake starts after the commands already queued: none of
+  them was acknowledged, and one of them might be journaled already.
 * **Bootstrap.** The key ``bootstrap`` holds engine and stream state at one
   seq (:class:`~gateway._broker._codec.Bootstrap`): the state at start, then
   each journal snapshot's. It is written at every (re)connection and after
@@ -200,14 +202,16 @@ class EngineBroker:
     async def _intake(self, client: Client) -> None:
         runtime, stream = self._runtime, self._keys.commands
         if self._resume_after == "0-0":
-            # An empty journal: what the stream holds was sent to some earlier engine
-            # (another data directory) and never acknowledged; it is not ours to apply.
+            # The journal names no command entry: it is new (what the stream holds was
+            # sent to an engine of another data directory), or a snapshot took the
+            # segments that did. Either way nothing queued now was acknowledged, and
+            # reading it could apply a journaled command twice: start after it.
             newest = await client.xrevrange(stream, count=1)
             if newest:
                 self._resume_after = text(newest[0].identifier)
-                log.warning("intake starts after command entry %s: the journal is empty, "
-                            "so the commands queued before were never acknowledged",
-                            self._resume_after)
+                log.warning("intake starts after command entry %s: the journal names no "
+                            "command entry, so the commands queued before it were never "
+                            "acknowledged", self._resume_after)
         last = self._resume_after
         trimmed = last
         next_trim = 0.0
