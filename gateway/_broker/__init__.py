@@ -10,7 +10,10 @@ processes meet on Redis Streams (``docs/scaling.md`` has the design):
   reconnect delays).
 * ``_redis``: the client (coredis, pinned) with the pool fix our note found.
 * ``_engine_role``: the engine process's tasks: command intake, publishing,
-  bootstrap snapshots, liveness, trimming.
+  bootstrap snapshots, liveness, trimming; ``_journal_tail`` reads what the
+  journal holds past a point (to republish, and where intake resumes).
+* ``_settings``: ``role`` and ``[broker]`` of the configuration (pure).
+* ``_serve``: the two roles wired on ``gateway._server``'s listeners.
 * ``_gateway_role``: a gateway's replica runtime: it follows the events
   stream and sends its order entry to the engine.
 """

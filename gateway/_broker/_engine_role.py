@@ -46,7 +46,6 @@ import os
 import time
 from collections.abc import Callable
 from functools import partial
-from itertools import pairwise
 from pathlib import Path
 from typing import Protocol
 
@@ -54,7 +53,7 @@ import trio
 from coredis.exceptions import ResponseError
 from coredis.tokens import PureToken
 
-from engine import SEGMENT_MAGIC, Command, Record, TornTail, read_records
+from engine import Command, Record
 from gateway._broker._codec import (
     Bootstrap,
     BrokerAddress,
@@ -69,8 +68,8 @@ from gateway._broker._codec import (
     origin_entry_id,
     text,
 )
+from gateway._broker._journal_tail import records_after
 from gateway._broker._redis import BLOCK_MS, REDIS_DOWN, Client, open_client, reconnecting
-from gateway._journal import segments
 
 log = logging.getLogger("trade_engine.broker")
 
@@ -392,40 +391,3 @@ class EngineBroker:
             with trio.move_on_after(0.5, shield=True), contextlib.suppress(*REDIS_DOWN):
                 async with open_client(self._address, max_connections=1) as last:
                     await last.delete([key])
-
-
-def records_after(directory: Path, seq: int, *, attempts: int = 5) -> list[Record]:
-    """The journal's records with a ``seq`` above ``seq``, in order (blocking: a thread).
-
-    The engine task appends to the newest segment and a snapshot may delete
-    older ones meanwhile: a vanished file or a hole in the sequence means the
-    read raced a snapshot, and it starts again. A torn tail is where the
-    records written so far end (the rest is still being written, and comes
-    through :meth:`EngineBroker.durable`).
-    """
-    for _ in range(attempts):
-        found: list[Record] = []
-        try:
-            for path in segments(directory):
-                data = path.read_bytes()
-                if not data.startswith(SEGMENT_MAGIC):
-                    continue  # a segment just being created
-                for item in read_records(data):
-                    if isinstance(item, TornTail):
-                        break
-                    if item.seq > seq:
-                        found.append(item)
-        except FileNotFoundError:
-            continue
-        if all(b.seq == a.seq + 1 for a, b in pairwise(found)):
-            return found
-    raise RuntimeError(f"{directory}: the journal kept changing while it was read")
-
-
-def last_origin_entry(directory: Path) -> str:
-    """The newest command entry id the journal holds ("0-0" when none): where intake resumes."""
-    newest = "0-0"
-    for record in records_after(directory, 0):
-        if record.origin is not None:
-            newest = origin_entry_id(record.origin)
-    return newest

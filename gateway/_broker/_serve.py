@@ -25,8 +25,9 @@ import trio
 
 from engine import Engine, Event, Record, decode_snapshot, encode_exported
 from gateway._broker._codec import Bootstrap, BootstrapMismatch, Keys, parse_broker_url
-from gateway._broker._engine_role import EngineBroker, last_origin_entry
+from gateway._broker._engine_role import EngineBroker
 from gateway._broker._gateway_role import ReplicaRuntime, fetch_bootstrap
+from gateway._broker._journal_tail import last_origin_entry
 from gateway._config import Config
 from gateway._history import History
 from gateway._hub import Hub
