@@ -9,7 +9,9 @@ Rules of this module:
   and stream numbering as the all-in-one server, handing the numbered
   messages to its hub. So its streams, seqs, checksums and REST reads are
   those of the all-in-one server at the same seq. Only the follower task
-  applies records; everyone else only reads the replica.
+  applies records; everyone else only reads the replica. The gateway opens
+  its listeners only once the replica has applied everything the events
+  stream held when it started, so no client sees a stale replica.
 * **Order entry.** :meth:`ReplicaRuntime.submit_nowait` has the surface of
   ``EngineRuntime``'s: it registers the request under a fresh tag, queues it
   for the sender task (one pipeline of XADDs per pass) and returns. The
@@ -52,6 +54,7 @@ from gateway._broker._codec import (
     decode_bootstrap,
     decode_records,
     encode_command,
+    entry_seq,
     origin_tag,
     text,
 )
@@ -135,6 +138,8 @@ class ReplicaRuntime:
         self.lost: ReplicaLost | None = None
         self._stats = stats
         self._lags: deque[int] = deque(maxlen=_LAG_SAMPLES)  # ns, engine XADD -> applied
+        self._target: int | None = None  # the stream's top when this gateway started
+        self._caught_up = trio.Event()
 
     # ------------------------------------------------------------ surface
 
@@ -203,6 +208,9 @@ class ReplicaRuntime:
                     reconnecting, self._address, body, name=f"gateway {name}",
                     on_down=self._down(name), on_up=partial(self._up, name), max_connections=2))
             nursery.start_soon(self._expire)
+            # Ready only once the replica has applied what the engine had published when
+            # this gateway started: before that, its REST reads and seqs would be stale.
+            await self._caught_up.wait()
             task_status.started()
 
     def _down(self, task: str) -> Callable[[BaseException], None]:
@@ -216,7 +224,12 @@ class ReplicaRuntime:
     async def _follow(self, client: Client) -> None:
         stream = self._keys.events
         applier = self._applier
+        if self._target is None:
+            newest = await client.xrevrange(stream, count=1)
+            self._target = entry_seq(newest[0].identifier) if newest else 0
         while True:
+            if self._follower.position >= self._target:
+                self._caught_up.set()
             found = await client.xread({stream: f"{self._follower.position}-0"},
                                        count=_READ_COUNT, block=BLOCK_MS)
             if not found:
