@@ -148,3 +148,15 @@ def load_sweep(session: nox.Session) -> None:
     """
     session.install(".", "websockets>=17.4", "uvloop>=0.23", "matplotlib>=3.11")
     session.run("python", "-m", "bench.load", "--sweep", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def load_scaleout(session: nox.Session) -> None:
+    """Redis + 1 engine + 1, 2 and 3 gateways against all-in-one, and the kill-a-gateway drill.
+
+    See bench/README.md, "Scale-out load". Needs ``redis-server`` (Debian package
+    redis-server) on PATH. Writes bench/results/load_scaleout.json; e.g. ``nox -s
+    load_scaleout -- --clients 600 --rate 50 --duration 15``.
+    """
+    session.install(".")
+    session.run("python", "-m", "bench.load_scaleout", *session.posargs)

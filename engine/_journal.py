@@ -10,7 +10,10 @@ Record layout (little-endian), one per stamped command::
 The first 12 bytes are the *header*; its own checksum (the third field, over
 the length and the payload CRC) means a damaged length is recognised as
 damage, never mistaken for a record that runs past the end of the file. The
-payload is MessagePack of ``[seq, ts, command]``, never empty and never more
+payload is MessagePack of ``[seq, ts, command]`` or ``[seq, ts, command, origin]``
+(``origin``: where a command came from when a broker delivered it, see
+``gateway/_broker``; a record without one is written without the fourth
+element, byte for byte as before it existed), never empty and never more
 than :data:`MAX_RECORD` bytes. A segment file starts with the 8-byte magic
 ``TEJRNL02`` and holds records with consecutive ``seq``. (``TEJRNL01``, the
 format without a header checksum, was never shipped and is not read.)
@@ -98,11 +101,18 @@ class CorruptJournal(Exception):
 
 
 class Record(msgspec.Struct, frozen=True, array_like=True):
-    """One stamped command, exactly as it was applied."""
+    """One stamped command, exactly as it was applied.
+
+    ``origin`` is an opaque string the broker gave the command (None for one
+    submitted in the process). A record without one is encoded as the
+    three-element array it always was (:func:`encode_record`), and a
+    three-element array decodes with ``origin=None``: old journals stay readable.
+    """
 
     seq: int
     ts: int
     command: Command
+    origin: str | None = None
 
 
 class _Snapshot(msgspec.Struct, frozen=True):
@@ -116,8 +126,9 @@ _encode_snapshot = msgspec.msgpack.Encoder().encode
 _decode_snapshot = msgspec.msgpack.Decoder(_Snapshot).decode
 
 
-def encode_record(seq: int, ts: int, command: Command) -> bytes:
-    payload = _encode_record(Record(seq, ts, command))
+def encode_record(seq: int, ts: int, command: Command, origin: str | None = None) -> bytes:
+    payload = _encode_record(
+        (seq, ts, command) if origin is None else (seq, ts, command, origin))
     checked = _CHECKED.pack(len(payload), zlib.crc32(payload))
     return checked + zlib.crc32(checked).to_bytes(4, "little") + payload
 

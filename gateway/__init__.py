@@ -23,6 +23,8 @@ is a thin command line over it. The modules behind this surface are private:
   ``_limits`` (rate limits and counts).
 * ``_transport``, ``_frames``, ``_deflate``: the socket owner under each connection,
   frames, and permessage-deflate.
+* ``_broker``: scale-out over Redis Streams (roles ``engine`` and ``gateway``, see
+  docs/scaling.md); imported only by those roles, except its pure settings.
 * ``_gc``: the cyclic garbage collector policy.
 * ``_auth``, ``_stats``, ``_server``, ``_cli`` (and ``_watch``, its ``watch`` command,
   which runs on the client library's WebSocket).
@@ -33,6 +35,9 @@ client library: streams that resume, a checksummed local book, order entry.
 
 from gateway._auth import TokenVerifier as TokenVerifier
 from gateway._auth import issue_token as issue_token
+from gateway._broker._codec import ReplicaLost as ReplicaLost
+from gateway._broker._settings import BrokerSettings as BrokerSettings
+from gateway._broker._settings import Role as Role
 from gateway._config import AuthSettings as AuthSettings
 from gateway._config import Config as Config
 from gateway._config import ConfigError as ConfigError
@@ -55,6 +60,7 @@ from gateway._server import serve as serve
 
 __all__ = [
     "AuthSettings",
+    "BrokerSettings",
     "Busy",
     "Config",
     "ConfigError",
@@ -68,6 +74,8 @@ __all__ = [
     "JournalError",
     "JournalSettings",
     "LimitSettings",
+    "ReplicaLost",
+    "Role",
     "TokenVerifier",
     "Unavailable",
     "UnsupportedJournalFormat",

@@ -22,6 +22,7 @@ import msgspec
 import trio
 
 from gateway._auth import issue_token, load_or_create_secret
+from gateway._broker._codec import BootstrapMismatch, ReplicaLost
 from gateway._config import Config, ConfigError, load_config
 from gateway._datadir import DataDirectoryLocked
 from gateway._journal import (
@@ -41,8 +42,9 @@ class UsageError(Exception):
 
 def _config(args: argparse.Namespace) -> Config:
     overrides: dict[str, Any] = {"data_dir": args.data_dir}
-    for name in ("host", "rest_port", "ws_port"):
+    for name in ("host", "rest_port", "ws_port", "role"):
         overrides[name] = getattr(args, name, None)
+    overrides["broker.url"] = getattr(args, "broker", None)
     return load_config(args.config, overrides=overrides)
 
 
@@ -55,7 +57,8 @@ async def _serve(config: Config) -> None:
         # as itself, not wrapped in the nursery's exception group.
         leaves = list(_leaves(group))
         if len(leaves) == 1 and isinstance(
-                leaves[0], (JournalError, OSError, DataDirectoryLocked)):
+                leaves[0], (JournalError, OSError, DataDirectoryLocked, ReplicaLost,
+                            BootstrapMismatch)):
             raise leaves[0] from None
         raise
 
@@ -165,7 +168,9 @@ SERVE_EXIT_STATUS = """\
 exit status:
   0  stopped by SIGINT (Ctrl-C) or SIGTERM, after a graceful shutdown
   2  could not start: a configuration error, a corrupt journal, a port in use,
-     or a data directory another trade-engine serve owns (its pid is named)"""
+     or a data directory another trade-engine serve owns (its pid is named)
+  3  (--role gateway) its replica cannot go on: Redis lost records the engine's
+     journal no longer holds, or the engine started a new epoch; start it again"""
 
 JOURNAL_EXIT_STATUS = """\
 exit status:
@@ -198,6 +203,12 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--host", help="address to bind (default 127.0.0.1)")
     run.add_argument("--rest-port", type=int, help="REST port (default 8080; 0 picks one)")
     run.add_argument("--ws-port", type=int, help="WebSocket port (default 8081; 0 picks one)")
+    run.add_argument("--role", choices=["all", "engine", "gateway"],
+                     help="all (default: one process), or the engine or a gateway of a "
+                          "scale-out deployment (docs/scaling.md)")
+    run.add_argument("--broker", metavar="URL",
+                     help="redis://HOST:PORT/DB shared by the engine and its gateways "
+                          "(roles engine and gateway)")
 
     token = commands.add_parser("token", help="print a JWT for a user")
     common(token)
@@ -254,9 +265,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, JournalError, UsageError, WatchUsageError) as exc:
         print(f"trade-engine: {exc}", file=sys.stderr)
         return 2
-    except (OSError, DataDirectoryLocked) as exc:
+    except (OSError, DataDirectoryLocked, BootstrapMismatch) as exc:
         print(f"trade-engine: cannot start: {exc}", file=sys.stderr)
         return 2
+    except ReplicaLost as exc:
+        print(f"trade-engine: {exc}", file=sys.stderr)
+        return 3
     except KeyboardInterrupt:  # the journal tools; watch and serve handle SIGINT themselves
         return 130
     return 0

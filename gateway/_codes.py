@@ -58,6 +58,7 @@ class Code(StrEnum):
     BUSY = "busy"
     STARTING = "starting"
     JOURNAL_UNAVAILABLE = "journal_unavailable"
+    ENGINE_UNAVAILABLE = "engine_unavailable"
     INVALID_MESSAGE = "invalid_message"
     TOO_MANY_CONNECTIONS = "too_many_connections"
     SHUTTING_DOWN = "shutting_down"
@@ -107,6 +108,10 @@ REST: dict[str, tuple[tuple[int, ...], str]] = {
                             "a second (`Retry-After`)"),
     Code.JOURNAL_UNAVAILABLE: ((503,), "the journal failed: order entry is stopped until a "
                                        "restart (/healthz says degraded)"),
+    Code.ENGINE_UNAVAILABLE: ((503,), "a scale-out gateway cannot reach the engine or Redis: "
+                                      "at once when nothing was sent (retry later), after "
+                                      "broker.reply_timeout when the order may exist (look "
+                                      "for its client_order_id before sending it again)"),
 }
 """The codes of the REST listener: their HTTP statuses and when they come."""
 

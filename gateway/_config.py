@@ -24,6 +24,7 @@ import attrs
 import cattrs
 
 from engine import DEFAULT_MARKETS, MarketSpec
+from gateway._broker._settings import BrokerSettings, Role
 from gateway._journal import Fsync
 
 ENV_PREFIX = "TRADE_ENGINE_"
@@ -193,6 +194,18 @@ class Config:
     limits: LimitSettings = attrs.field(factory=LimitSettings)
     gc: GcSettings = attrs.field(factory=GcSettings)
     history: HistorySettings = attrs.field(factory=HistorySettings)
+    role: Role = Role.ALL
+    """``all`` (one process), or ``engine`` / ``gateway`` of a scale-out deployment
+    over ``broker.url`` (see docs/scaling.md)."""
+    broker: BrokerSettings = attrs.field(factory=BrokerSettings)
+
+    def __attrs_post_init__(self) -> None:
+        if self.role is not Role.ALL and self.broker.url is None:
+            raise ValueError(f"role {self.role.value} needs broker.url (--broker "
+                             "redis://HOST:PORT/DB), the Redis its engine and gateways share")
+        if self.role is Role.ENGINE and not self.journal.enabled:
+            raise ValueError("role engine needs the journal (journal.enabled = true): "
+                             "gateways are rebuilt from it after a failure")
 
     @property
     def journal_directory(self) -> Path:

@@ -71,7 +71,7 @@ from gateway._protocol import (
     parse_request,
     reply,
 )
-from gateway._runtime import EngineRuntime
+from gateway._runtime import Runtime
 from gateway._stats import Stats
 from gateway._transport import CoalescingStream
 
@@ -107,7 +107,7 @@ class Connection:
         transport: CoalescingStream,
         deflate_window_bits: int = 0,
         hub: Hub,
-        runtime: EngineRuntime,
+        runtime: Runtime,
         order_rate: OrderRate,
         settings: WebSocketSettings,
         limits: LimitSettings,

@@ -52,7 +52,7 @@ from gateway._frames import text_frame
 from gateway._limits import OrderRate
 from gateway._messages import order_json
 from gateway._protocol import OrderAction, OrderRequest
-from gateway._runtime import Busy, EngineRuntime, Unavailable
+from gateway._runtime import Busy, Runtime, Unavailable
 from gateway._schema import (
     AmendBody,
     PlaceBody,
@@ -109,7 +109,7 @@ class OrderEntry:
                  "_slots", "_stats", "user_id")
 
     def __init__(
-        self, *, user_id: str | None, runtime: EngineRuntime, rate: OrderRate, stats: Stats,
+        self, *, user_id: str | None, runtime: Runtime, rate: OrderRate, stats: Stats,
         send: Callable[[bytes], None], room: Callable[[], None], max_in_flight: int,
     ) -> None:
         self.user_id = user_id
@@ -147,7 +147,7 @@ class OrderEntry:
             except Busy as exc:
                 raise RequestError(503, Code.BUSY, str(exc)) from None
             except Unavailable as exc:
-                raise RequestError(503, Code.JOURNAL_UNAVAILABLE, str(exc)) from None
+                raise RequestError(503, exc.code, str(exc)) from None
         except RequestError as error:
             slot.frame = error_frame(request.request_id, error)
             self._flush()
@@ -248,7 +248,7 @@ class OrderEntry:
     ) -> bytes:
         if error is not None:
             if isinstance(error, Unavailable):
-                raise RequestError(503, Code.JOURNAL_UNAVAILABLE, str(error))
+                raise RequestError(503, error.code, str(error))
             raise RequestError(400, Code.INVALID_MESSAGE, str(error))
         first = events[0] if events else None
         if type(first) is OrderRejected:

@@ -34,6 +34,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from typing import Protocol
 
 import msgspec
 import trio
@@ -45,9 +46,11 @@ from engine import (
     Event,
     OrderRejected,
     PlaceOrder,
+    Record,
     encode_exported,
     encode_record,
 )
+from gateway._codes import Code
 from gateway._hub import Hub
 from gateway._journal import Fsync, JournalWriter, write_snapshot
 from gateway._stats import Stats
@@ -66,6 +69,9 @@ class Busy(Exception):
 class Unavailable(Exception):
     """The journal failed: no command can be made durable, so none is accepted."""
 
+    code: Code = Code.JOURNAL_UNAVAILABLE
+    """The error code clients get (REST 503, WebSocket error)."""
+
 
 _Snapshot = tuple[int, EngineState, StreamExport]
 """What the engine task hands the snapshot task: the seq and both states at it."""
@@ -78,12 +84,37 @@ command of its batch: the engine's state is then exactly what this command left.
 It must not block, and should be quick."""
 
 
-class _Pending:
-    __slots__ = ("command", "done", "error", "events")
+class Runtime(Protocol):
+    """What REST and WebSocket order entry need of an engine runtime.
 
-    def __init__(self, command: Command, done: Done) -> None:
+    :class:`EngineRuntime` owns the engine; a scale-out gateway's
+    ``gateway._broker._gateway_role.ReplicaRuntime`` follows one through Redis.
+    """
+
+    @property
+    def engine(self) -> Engine:
+        """The engine, for queries only."""
+
+    @property
+    def streams(self) -> StreamState:
+        """The stream numbering (REST reads its depth books), for reading only."""
+
+    @property
+    def failure(self) -> Exception | None:
+        """Why order entry is refused now, or None (``/healthz`` shows it)."""
+
+    def submit_nowait(self, command: Command, done: Done) -> None: ...
+
+    async def submit(self, command: Command) -> list[Event]: ...
+
+
+class _Pending:
+    __slots__ = ("command", "done", "error", "events", "origin")
+
+    def __init__(self, command: Command, done: Done, origin: str | None = None) -> None:
         self.command = command
         self.done = done
+        self.origin = origin
         self.events: list[Event] = []
         self.error: Exception | None = None
 
@@ -132,6 +163,17 @@ class EngineRuntime:
         self._clock = clock
         self._failure: OSError | None = None
         self._send, self._receive = trio.open_memory_channel[_Pending](queue_size)
+        self.on_durable: Callable[[list[Record]], None] | None = None
+        """Told each batch's records once they are durable (the engine role publishes them)."""
+        self.on_snapshot: Callable[[int, bytes, bytes], None] | None = None
+        """Told each journal snapshot's seq, engine snapshot and stream state (both as
+        written, encoded) once they are written (the engine role publishes them)."""
+
+    @property
+    def queue_free(self) -> int:
+        """Room left in the command channel."""
+        statistics = self._send.statistics()
+        return int(statistics.max_buffer_size) - statistics.current_buffer_used
 
     @property
     def failure(self) -> OSError | None:
@@ -192,6 +234,10 @@ class EngineRuntime:
                     # Told now, before the next command of the batch: a reply then shows
                     # the order exactly as its own command left it.
                     pending.finish()
+                if self.on_durable is not None:
+                    self.on_durable([Record(seq, ts, command, pending.origin) for
+                                     (seq, ts, command), pending in zip(stamped, batch,
+                                                                        strict=True)])
                 # One hand-over per batch, not per command: under load that is one
                 # task switch for hundreds of commands.
                 await self._hub.publish(numbered)
@@ -224,7 +270,7 @@ class EngineRuntime:
                 command = msgspec.structs.replace(command, order_id=seq + 1)
             ts = self._clock()
             try:
-                record = encode_record(seq + 1, ts, command)
+                record = encode_record(seq + 1, ts, command, pending.origin)
             except (msgspec.EncodeError, OverflowError, TypeError) as exc:
                 pending.error = ValueError(f"the command cannot be journaled: {exc}")
                 pending.finish()
@@ -247,20 +293,26 @@ class EngineRuntime:
         assert self._journal is not None
         directory = self._journal.directory
 
-        def encode_and_write(seq: int, state: EngineState, streams: StreamExport) -> int:
+        def encode_and_write(
+            seq: int, state: EngineState, streams: StreamExport
+        ) -> tuple[bytes, bytes]:
             data = encode_exported(state)
-            write_streams(directory, encode_export(streams), seq)  # first: see _stream_files
+            streams_data = encode_export(streams)
+            write_streams(directory, streams_data, seq)  # first: see _stream_files
             write_snapshot(directory, data, seq)
             drop_older_streams(directory, seq)
-            return len(data)
+            return data, streams_data
 
         async for seq, state, streams in receive:
             try:
-                size = await trio.to_thread.run_sync(encode_and_write, seq, state, streams)
+                data, streams_data = await trio.to_thread.run_sync(
+                    encode_and_write, seq, state, streams)
             except OSError as exc:  # the journal still holds everything: log and go on
                 log.error("snapshot at seq %d failed: %s", seq, exc)
             else:
-                log.info("snapshot written at seq %d (%d bytes)", seq, size)
+                log.info("snapshot written at seq %d (%d bytes)", seq, len(data))
+                if self.on_snapshot is not None:
+                    self.on_snapshot(seq, data, streams_data)
 
     async def submit(self, command: Command) -> list[Event]:
         """Have the engine apply ``command`` once it is durable; return its events.
@@ -290,8 +342,11 @@ class EngineRuntime:
             raise failure[0]
         return outcome
 
-    def submit_nowait(self, command: Command, done: Done) -> None:
+    def submit_nowait(self, command: Command, done: Done, *, origin: str | None = None) -> None:
         """Queue ``command`` for the engine; ``done`` is called once it is durable and applied.
+
+        ``origin`` is journaled with the command (the broker's intake names
+        where a command came from: ``gateway/_broker``).
 
         Commands queued by one task are applied, and their ``done`` called, in
         the order they were queued: a pipelining client gets its replies in order.
@@ -304,7 +359,7 @@ class EngineRuntime:
             raise Unavailable(f"the journal failed ({self._failure}); "
                               "order entry is stopped until a restart")
         try:
-            self._send.send_nowait(_Pending(command, done))
+            self._send.send_nowait(_Pending(command, done, origin))
         except trio.WouldBlock:
             self._stats.busy_rejections += 1
             raise Busy("the engine is busy; retry shortly") from None

@@ -7,12 +7,17 @@ garbage-collector policy task, the fan-out tasks, the engine task, the REST
 listener (hypercorn) and the WebSocket listener (trio-websocket), then reports
 a :class:`Gateway` handle through ``task_status``. It returns when cancelled,
 or after :meth:`Gateway.shutdown` has closed the connections gracefully (at
-most ``shutdown_grace_period`` seconds later).
+most ``shutdown_grace_period`` seconds later). The scale-out roles
+(``config.role``) reuse :func:`run_listeners` and :func:`make_hub`: the engine
+role adds the broker's tasks (``gateway/_broker/_engine_role.py``), the gateway
+role replaces recovery and the engine task with a replica
+(``gateway/_broker/_serve.py``).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from functools import partial
 
 import attrs
@@ -22,16 +27,19 @@ from hypercorn.trio import serve as serve_http
 
 from engine import Command, Engine, Event
 from gateway._auth import TokenVerifier
-from gateway._config import Config
+from gateway._broker._settings import Role
+from gateway._config import Config, HistorySettings
 from gateway._datadir import lock_for
 from gateway._gc import tame_cyclic_gc
+from gateway._history import History
 from gateway._hub import Hub
 from gateway._journal import JournalWriter, recover
 from gateway._limits import OrderRate
 from gateway._rest import create_app
-from gateway._runtime import EngineRuntime
+from gateway._runtime import EngineRuntime, Runtime
 from gateway._stats import Stats
 from gateway._stream_files import StreamRecovery, in_memory
+from gateway._streams import StreamState
 from gateway._ws import WebSocketGateway
 
 log = logging.getLogger("trade_engine.gateway")
@@ -62,7 +70,7 @@ class Gateway:
     """A running gateway, as handed out by ``await nursery.start(serve, config)``."""
 
     def __init__(
-        self, runtime: EngineRuntime, ws: WebSocketGateway, stats: Stats, endpoints: Endpoints
+        self, runtime: Runtime, ws: WebSocketGateway, stats: Stats, endpoints: Endpoints
     ) -> None:
         self._runtime = runtime
         self._ws = ws
@@ -108,13 +116,25 @@ async def serve(
             gateway = await nursery.start(serve, Config(rest_port=0, ws_port=0))
             print(gateway.endpoints.rest_url)
 
+    ``config.role`` chooses what this process is (``docs/scaling.md``): the
+    whole server (``all``, the default), the engine of a scale-out deployment
+    (``engine``: this, plus publishing to Redis) or one of its gateways
+    (``gateway``: a replica of the engine fed from Redis, no data directory).
+
     Args:
         config: the configuration; ``load_config`` builds one from a file.
         task_status: receives the :class:`Gateway` once both listeners accept.
 
     Raises:
         DataDirectoryLocked: another server owns the journal (see ``_datadir``).
+        gateway.ReplicaLost: (role ``gateway``) the events stream lost records this
+            gateway needs; start it again.
     """
+    if config.role is Role.GATEWAY:
+        from gateway._broker._serve import serve_gateway  # noqa: PLC0415 - Redis only here
+
+        await serve_gateway(config, task_status)
+        return
     with lock_for(config):  # before the journal is read, until it is closed
         await _serve(config, task_status)
 
@@ -123,8 +143,7 @@ async def _serve(config: Config, task_status: trio.TaskStatus[Gateway]) -> None:
     stats = Stats()
     journal: JournalWriter | None = None
     depth_levels = config.websocket.depth_levels
-    history_settings = attrs.evolve(config.history, messages=min(
-        config.history.messages, config.websocket.send_queue_size))
+    history_settings = history_settings_of(config)
     if config.journal.enabled:
         directory = config.journal_directory
         renumbering = StreamRecovery(directory, depth_levels, history_settings)
@@ -153,7 +172,33 @@ async def _serve(config: Config, task_status: trio.TaskStatus[Gateway]) -> None:
             trade_history=config.engine.trade_history,
         )
         streams, history = in_memory(engine, depth_levels, history_settings)
-    hub = Hub(
+    hub = make_hub(config, engine, streams, history, stats)
+    runtime = EngineRuntime(
+        engine, streams, hub, queue_size=config.engine.command_queue_size, stats=stats,
+        journal=journal, snapshot_every=config.journal.snapshot_every,
+    )
+    tasks: list[Callable[..., Awaitable[None]]] = [hub.run, runtime.run]
+    degraded: Callable[[], str | None] | None = None
+    if config.role is Role.ENGINE:
+        from gateway._broker._serve import engine_broker  # noqa: PLC0415 - Redis only here
+
+        broker = await engine_broker(config, runtime)
+        tasks.append(broker.run)
+        degraded = lambda: broker.problem  # noqa: E731
+    await run_listeners(config, runtime, hub, stats, tasks, task_status, degraded=degraded)
+
+
+def history_settings_of(config: Config) -> HistorySettings:
+    """``[history]``, its message count at most ``websocket.send_queue_size``."""
+    return attrs.evolve(config.history, messages=min(
+        config.history.messages, config.websocket.send_queue_size))
+
+
+def make_hub(
+    config: Config, engine: Engine, streams: StreamState, history: History, stats: Stats
+) -> Hub:
+    """The fan-out over ``streams`` (recovered or bootstrapped) and ``history``."""
+    return Hub(
         engine.markets,
         streams=streams,
         history=history,
@@ -162,10 +207,24 @@ async def _serve(config: Config, task_status: trio.TaskStatus[Gateway]) -> None:
         stats=stats,
         publish_timestamps=config.websocket.publish_timestamps,
     )
-    runtime = EngineRuntime(
-        engine, streams, hub, queue_size=config.engine.command_queue_size, stats=stats,
-        journal=journal, snapshot_every=config.journal.snapshot_every,
-    )
+
+
+async def run_listeners(
+    config: Config,
+    runtime: Runtime,
+    hub: Hub,
+    stats: Stats,
+    tasks: list[Callable[..., Awaitable[None]]],
+    task_status: trio.TaskStatus[Gateway],
+    *,
+    degraded: Callable[[], str | None] | None = None,
+) -> None:
+    """Start ``tasks`` (each ``nursery.start``-able, in order), then REST and WebSocket.
+
+    Shared by every role: what differs is the runtime behind order entry and
+    the tasks that feed the hub.
+    """
+    engine = runtime.engine
     verifier = TokenVerifier.from_settings(config.auth, config.data_dir)
     order_rate = OrderRate(config.limits.orders_per_second, config.limits.order_burst)
     ws = WebSocketGateway(
@@ -185,6 +244,7 @@ async def _serve(config: Config, task_status: trio.TaskStatus[Gateway]) -> None:
         public_trade_user_ids=config.public_trade_user_ids,
         connection_count=lambda: ws.connection_count,
         websocket_port=lambda: ws_port, depth_levels=config.websocket.depth_levels,
+        degraded=degraded,
     )
     http_config = HypercornConfig()
     http_config.bind = [f"{config.host}:{config.rest_port}"]
@@ -194,8 +254,8 @@ async def _serve(config: Config, task_status: trio.TaskStatus[Gateway]) -> None:
 
     async with trio.open_nursery() as nursery:
         await nursery.start(tame_cyclic_gc, config.gc)
-        await nursery.start(hub.run)
-        await nursery.start(runtime.run)
+        for task in tasks:
+            await nursery.start(task)
         binds = await nursery.start(
             lambda task_status: serve_http(
                 app, http_config, shutdown_trigger=http_stopped.wait,

@@ -39,9 +39,11 @@ class Stats:
     rest_rate_limited: int = 0
     orders_rate_limited: int = 0
     ws_order_requests: int = 0
+    broker: dict[str, Any] = attrs.field(factory=dict)
+    """Scale-out figures a role reports (``gateway/_broker``); shown when not empty."""
 
     def as_json(self, subscriptions: dict[str, int]) -> dict[str, Any]:
-        return {
+        report = {
             "connections": self.connections,
             "connections_total": self.connections_total,
             "subscriptions": subscriptions,
@@ -64,6 +66,9 @@ class Stats:
             "orders_rate_limited": self.orders_rate_limited,
             "ws_order_requests": self.ws_order_requests,
         }
+        if self.broker:
+            report["broker"] = dict(self.broker)
+        return report
 
 
 class _StatsCollector(Collector):

@@ -38,7 +38,7 @@ from gateway._deflate import Inflater, negotiate
 from gateway._hub import Hub
 from gateway._limits import OrderRate
 from gateway._listener import Listener
-from gateway._runtime import EngineRuntime
+from gateway._runtime import Runtime
 from gateway._stats import Stats
 from gateway._transport import CoalescingStream
 
@@ -55,7 +55,7 @@ class WebSocketGateway:
         self,
         hub: Hub,
         *,
-        runtime: EngineRuntime,
+        runtime: Runtime,
         order_rate: OrderRate,
         settings: WebSocketSettings,
         limits: LimitSettings,

@@ -34,12 +34,12 @@ from gateway._rest._orders import Orders
 from gateway._rest._page import Page, load_files
 from gateway._rest._routes import Endpoint
 from gateway._rest._tokens import Authenticator, TokenCache
-from gateway._runtime import EngineRuntime
+from gateway._runtime import Runtime
 from gateway._stats import Stats
 
 
 def create_app(
-    runtime: EngineRuntime,
+    runtime: Runtime,
     hub: Hub,
     *,
     verifier: TokenVerifier,
@@ -50,6 +50,7 @@ def create_app(
     public_trade_user_ids: bool,
     connection_count: Callable[[], int],
     websocket_port: Callable[[], int] = lambda: 0,
+    degraded: Callable[[], str | None] | None = None,
     depth_levels: int = 10,
 ) -> RestFront:
     """The REST application, bound to one gateway's engine runtime and hub.
@@ -58,6 +59,8 @@ def create_app(
         websocket_port: the WebSocket listener's bound port, named in the answer
             to a WebSocket handshake on the REST port and filled into the page
             (0 while it starts).
+        degraded: why the server is degraded while order entry works (the
+            scale-out engine role without Redis), for ``/healthz``; None: never.
         depth_levels: ``websocket.depth_levels``, which the page's checksum needs.
     """
     orders = Orders(runtime, order_rate=order_rate, stats=stats)
@@ -71,7 +74,9 @@ def create_app(
         Endpoint.MARKETS: data.markets, Endpoint.ORDERBOOK: data.orderbook,
         Endpoint.TRADES: data.trades, Endpoint.OPENAPI: openapi_handler(runtime.engine.markets),
     }, auth, max_request_body=max_request_body)
-    ops = create_ops_app(runtime, hub, stats=stats, connection_count=connection_count)
+    ops = create_ops_app(runtime, hub, stats=stats, connection_count=connection_count,
+                         degraded=degraded)
+
     def page_websocket_url(scope: Scope) -> str | None:
         port = websocket_port()
         return websocket_url(request_host(scope), port, "/ws") if port else None

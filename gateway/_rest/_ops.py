@@ -17,7 +17,7 @@ from werkzeug.exceptions import HTTPException
 from gateway._codes import Code
 from gateway._hub import Hub
 from gateway._rest._asgi import error_bytes, json_bytes
-from gateway._runtime import EngineRuntime
+from gateway._runtime import Runtime
 from gateway._stats import Stats, prometheus_text
 
 _CODES = {404: Code.NOT_FOUND, 405: Code.METHOD_NOT_ALLOWED, 413: Code.BODY_TOO_LARGE}
@@ -28,9 +28,14 @@ def _json(body: Any, status: int = 200) -> Response:
 
 
 def create_ops_app(
-    runtime: EngineRuntime, hub: Hub, *, stats: Stats, connection_count: Callable[[], int],
+    runtime: Runtime, hub: Hub, *, stats: Stats, connection_count: Callable[[], int],
+    degraded: Callable[[], str | None] | None = None,
 ) -> Quart:
-    """The quart-trio application for everything outside ``/api/v1``."""
+    """The quart-trio application for everything outside ``/api/v1``.
+
+    ``degraded`` says why the server is degraded while order entry still works
+    (the scale-out engine role, when Redis is unreachable), or None.
+    """
     app = QuartTrio("trade_engine")
     engine = runtime.engine
 
@@ -54,6 +59,10 @@ def create_ops_app(
         if runtime.failure is not None:
             return _json({"status": "degraded", "order_entry": False,
                           "error": str(runtime.failure), "last_seq": engine.last_seq})
+        reason = degraded() if degraded is not None else None
+        if reason is not None:
+            return _json({"status": "degraded", "order_entry": True, "error": reason,
+                          "last_seq": engine.last_seq})
         return _json({"status": "ok", "order_entry": True, "last_seq": engine.last_seq})
 
     @app.get("/stats")

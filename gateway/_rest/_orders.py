@@ -39,7 +39,7 @@ from gateway._codes import Code
 from gateway._limits import OrderRate
 from gateway._messages import order_json
 from gateway._rest._api import Answer, Call
-from gateway._runtime import Busy, EngineRuntime, Unavailable
+from gateway._runtime import Busy, Runtime, Unavailable
 from gateway._schema import (
     AmendBody,
     PlaceBody,
@@ -61,7 +61,7 @@ _OPEN_STATUSES = ("OPEN", "PARTIALLY_FILLED")
 class Orders:
     """The order handlers, bound to the engine task and the users' shared order rate."""
 
-    def __init__(self, runtime: EngineRuntime, *, order_rate: OrderRate, stats: Stats) -> None:
+    def __init__(self, runtime: Runtime, *, order_rate: OrderRate, stats: Stats) -> None:
         self._runtime = runtime
         self._engine = runtime.engine
         self._markets = runtime.engine.markets
@@ -182,12 +182,12 @@ class Orders:
         except Busy as exc:
             raise RequestError(503, Code.BUSY, str(exc)) from None
         except Unavailable as exc:
-            raise RequestError(503, Code.JOURNAL_UNAVAILABLE, str(exc)) from None
+            raise RequestError(503, exc.code, str(exc)) from None
         await finished.wait()
         [value] = result
         if type(value) is _Failed:
             if isinstance(value.error, Unavailable):
-                raise RequestError(503, Code.JOURNAL_UNAVAILABLE, str(value.error))
+                raise RequestError(503, value.error.code, str(value.error))
             raise value.error
         return value
 

@@ -19,6 +19,7 @@ from trio_websocket import ConnectionClosed
 
 from gateway import (
     AuthSettings,
+    BrokerSettings,
     Config,
     EngineSettings,
     GcSettings,
@@ -148,6 +149,6 @@ async def test_every_protocol_example_matches_a_live_message(gateway, http, toke
 def test_every_configuration_key_is_documented():
     text = (DOCS / "configuration.md").read_text(encoding="utf-8")
     for settings in (Config, WebSocketSettings, AuthSettings, EngineSettings, JournalSettings,
-                     LimitSettings, GcSettings, HistorySettings):
+                     LimitSettings, GcSettings, HistorySettings, BrokerSettings):
         for field in attrs.fields(settings):
             assert f"`{field.name}`" in text or f"[{field.name}]" in text, field.name

@@ -169,6 +169,24 @@ def test_record_layout_is_length_crc_header_crc_payload():
     assert msgspec.msgpack.decode(payload, type=Record) == Record(3, 99, COMMANDS[0])
 
 
+def test_a_record_without_origin_keeps_the_three_element_layout():
+    """Journals written before ``origin`` existed decode, and new ones without it are alike."""
+    payload = encode_record(3, 99, COMMANDS[0])[HEADER:]
+    assert len(msgspec.msgpack.decode(payload)) == 3
+    assert payload == msgspec.msgpack.encode([3, 99, msgspec.to_builtins(COMMANDS[0])])
+    assert msgspec.msgpack.decode(payload, type=Record).origin is None
+
+
+def test_a_record_carries_its_origin():
+    payload = encode_record(3, 99, COMMANDS[0], "1700000000000-0 g1.7")[HEADER:]
+    assert len(msgspec.msgpack.decode(payload)) == 4
+    decoded = msgspec.msgpack.decode(payload, type=Record)
+    assert decoded == Record(3, 99, COMMANDS[0], "1700000000000-0 g1.7")
+    [record] = [r for r in read_records(SEGMENT_MAGIC + encode_record(
+        3, 99, COMMANDS[0], "x")) if isinstance(r, Record)]
+    assert record.origin == "x"
+
+
 def test_the_segment_magic_names_the_format_with_a_header_checksum():
     assert SEGMENT_MAGIC == b"TEJRNL02"
     assert DATA.startswith(SEGMENT_MAGIC)
