@@ -68,28 +68,37 @@ def checksum(bids: Iterable[Level], asks: Iterable[Level], levels: int | None = 
 
 
 class _Side:
-    """Price -> quantity, with the best-first order computed only when read."""
+    """Price -> quantity, with the best-first order computed only when read.
+
+    Each level's checksum text is made once, when the level is set: formatting
+    a Decimal costs more than sorting ten prices.
+    """
 
     def __init__(self, descending: bool) -> None:
         self.levels: dict[Decimal, Decimal] = {}
+        self._parts: dict[Decimal, str] = {}
         self._descending = descending
         self._sorted: list[Level] | None = []
 
     def replace(self, levels: Iterable[Level]) -> None:
-        self.levels = {price: quantity for price, quantity in levels if quantity}
-        self._sorted = None
+        self.levels, self._parts = {}, {}
+        self.apply(levels)
 
     def apply(self, levels: Iterable[Level]) -> None:
         for price, quantity in levels:
             if quantity:
                 self.levels[price] = quantity
+                self._parts[price] = _part(price) + _part(quantity)
             else:
                 self.levels.pop(price, None)
+                self._parts.pop(price, None)
         self._sorted = None
 
     def truncate(self, count: int) -> None:
         if len(self.levels) > count:
-            self.levels = dict(self.best()[:count])
+            kept = self.best()[:count]
+            self.levels = dict(kept)
+            self._parts = {price: self._parts[price] for price, _ in kept}
             self._sorted = None
 
     def best(self) -> list[Level]:
@@ -97,6 +106,10 @@ class _Side:
             self._sorted = [Level(price, quantity) for price, quantity
                             in sorted(self.levels.items(), reverse=self._descending)]
         return self._sorted
+
+    def checksum_text(self) -> str:
+        parts = self._parts
+        return "".join(parts[price] for price, _ in self.best())
 
 
 class OrderBook:
@@ -148,7 +161,9 @@ class OrderBook:
         return None if bid is None or ask is None else ask[0] - bid[0]
 
     def checksum(self) -> int:
-        return checksum(self._bids.best(), self._asks.best(), self.levels)
+        """The checksum of the book as it is (the levels kept are the window)."""
+        text = self._asks.checksum_text() + self._bids.checksum_text()
+        return zlib.crc32(text.encode("ascii"))
 
     # ------------------------------------------------------------- applying
 
