@@ -32,11 +32,9 @@ from wsproto import ConnectionType, WSConnection
 from wsproto.connection import ConnectionState
 from wsproto.events import (
     AcceptConnection,
-    BytesMessage,
     CloseConnection,
     Event,
     Ping,
-    Pong,
     RejectConnection,
     RejectData,
     Request,
@@ -167,20 +165,18 @@ class WebSocket:
             self._size = 0
             return text
         if isinstance(event, Ping):
-            await self._send_bytes(self._conn.send(event.response()))
+            await self._send(event.response())
         elif isinstance(event, CloseConnection):
             self.close_code, self.close_reason = event.code, event.reason or ""
             if self._conn.state is ConnectionState.REMOTE_CLOSING:
                 with contextlib.suppress(ConnectionLost):
-                    await self._send_bytes(self._conn.send(event.response()))
+                    await self._send(event.response())
             await self._stream.aclose()
             if event.code == 1006:  # wsproto's name for "no close frame"
                 raise ConnectionLost("the connection was lost (no close frame from the server)")
             raise ConnectionLost(f"closed by the server: {event.code} {self.close_reason}".strip(),
                                  code=event.code, reason=self.close_reason)
-        elif not isinstance(event, (Pong, BytesMessage)):  # a pong: on_heard was enough
-            pass
-        return None
+        return None  # a pong counted as life in _read; binary messages: none are sent
 
     async def send(self, text: str | bytes) -> None:
         """Send one text message.
@@ -188,27 +184,32 @@ class WebSocket:
         Raises:
             ConnectionLost: the connection is closed or broke.
         """
-        data = text.decode() if isinstance(text, bytes) else text
-        try:
-            payload = self._conn.send(TextMessage(data=data))
-        except LocalProtocolError:
-            raise ConnectionLost("the connection is closed") from None
-        await self._send_bytes(payload)
+        await self._send(TextMessage(data=text.decode() if isinstance(text, bytes) else text))
 
     async def ping(self, payload: bytes = b"hb") -> None:
-        try:
-            data = self._conn.send(Ping(payload=payload))
-        except LocalProtocolError:
-            raise ConnectionLost("the connection is closed") from None
-        await self._send_bytes(data)
+        await self._send(Ping(payload=payload))
 
-    async def _send_bytes(self, data: bytes) -> None:
-        async with self._send_lock:
-            try:
-                await self._stream.send_all(data)
-            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-                raise ConnectionLost(f"the connection broke while sending: "
-                                     f"{_root_cause(exc)}") from None
+    async def _send(self, event: Event, *, shield: bool = True) -> None:
+        """Frame ``event`` and send it, both under the lock: frames leave in the order
+        wsproto made them (its compressor may carry context from one to the next).
+
+        Shielded: a frame made is a frame sent (or the connection is broken), so a
+        caller's cancellation never leaves half a frame or a lost request behind. A
+        peer that stops reading is the heartbeat's to end (it closes the stream,
+        which ends the send). Close frames are not shielded: their senders put a
+        deadline on them and close the stream anyway.
+        """
+        with trio.CancelScope(shield=shield):
+            async with self._send_lock:
+                try:
+                    data = self._conn.send(event)
+                except LocalProtocolError:
+                    raise ConnectionLost("the connection is closed") from None
+                try:
+                    await self._stream.send_all(data)
+                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+                    raise ConnectionLost(f"the connection broke while sending: "
+                                         f"{_root_cause(exc)}") from None
 
     async def _lost(self, message: str) -> None:
         await self._stream.aclose()
@@ -218,8 +219,8 @@ class WebSocket:
         """Close with ``code`` (our side found the fault) and raise."""
         self.close_code, self.close_reason = code, message
         with trio.move_on_after(CLOSE_TIMEOUT):
-            with contextlib.suppress(ConnectionLost, LocalProtocolError):
-                await self._send_bytes(self._conn.send(CloseConnection(code, message[:120])))
+            with contextlib.suppress(ConnectionLost):
+                await self._send(CloseConnection(code, message[:120]), shield=False)
         await self._stream.aclose()
         raise ConnectionLost(message, code=code, reason=message)
 
@@ -232,7 +233,7 @@ class WebSocket:
         with trio.move_on_after(CLOSE_TIMEOUT):
             try:
                 if self._conn.state is ConnectionState.OPEN:
-                    await self._send_bytes(self._conn.send(CloseConnection(code, reason)))
+                    await self._send(CloseConnection(code, reason), shield=False)
                 while self._conn.state is not ConnectionState.CLOSED:
                     await self.receive()
             except (ConnectionLost, LocalProtocolError, RemoteProtocolError):
