@@ -332,16 +332,21 @@ def _fsync(fd: int) -> None:
     os.fsync(fd)
 
 
-def write_snapshot(directory: Path, engine_snapshot: bytes, seq: int) -> None:
-    """Atomically write a snapshot at ``seq``, then drop what it makes redundant."""
-    final = snapshot_path(directory, seq)
-    temporary = final.with_suffix(".tmp")
+def write_atomically(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that a crash leaves the old file or the new one, whole:
+    a temporary file, fsynced, renamed into place, and the directory fsynced."""
+    temporary = path.with_suffix(".tmp")
     with temporary.open("wb") as file:
-        file.write(engine_snapshot)
+        file.write(data)
         file.flush()
         os.fsync(file.fileno())
-    os.replace(temporary, final)
-    fsync_directory(directory)
+    os.replace(temporary, path)
+    fsync_directory(path.parent)
+
+
+def write_snapshot(directory: Path, engine_snapshot: bytes, seq: int) -> None:
+    """Atomically write a snapshot at ``seq``, then drop what it makes redundant."""
+    write_atomically(snapshot_path(directory, seq), engine_snapshot)
     for older in snapshots(directory):
         if _seq_of(older) < seq:
             older.unlink()

@@ -84,6 +84,27 @@ command of its batch: the engine's state is then exactly what this command left.
 It must not block, and should be quick."""
 
 
+async def submit_and_wait(
+    submit_nowait: Callable[[Command, Done], None], command: Command
+) -> list[Event]:
+    """``submit_nowait`` as a coroutine: the command's events once it is durable, or its error."""
+    finished = trio.Event()
+    outcome: list[Event] = []
+    failure: list[Exception] = []
+
+    def done(events: list[Event], error: Exception | None) -> None:
+        outcome.extend(events)
+        if error is not None:
+            failure.append(error)
+        finished.set()
+
+    submit_nowait(command, done)
+    await finished.wait()
+    if failure:
+        raise failure[0]
+    return outcome
+
+
 class Runtime(Protocol):
     """What REST and WebSocket order entry need of an engine runtime.
 
@@ -326,21 +347,7 @@ class EngineRuntime:
             ValueError: the command holds values no journal record can carry
                 (an integer past 64 bits, a non-string id); nothing was applied.
         """
-        finished = trio.Event()
-        outcome: list[Event] = []
-        failure: list[Exception] = []
-
-        def done(events: list[Event], error: Exception | None) -> None:
-            outcome.extend(events)
-            if error is not None:
-                failure.append(error)
-            finished.set()
-
-        self.submit_nowait(command, done)
-        await finished.wait()
-        if failure:
-            raise failure[0]
-        return outcome
+        return await submit_and_wait(self.submit_nowait, command)
 
     def submit_nowait(self, command: Command, done: Done, *, origin: str | None = None) -> None:
         """Queue ``command`` for the engine; ``done`` is called once it is durable and applied.

@@ -19,7 +19,6 @@ Rules of this module:
 from __future__ import annotations
 
 import logging
-import os
 import secrets
 from pathlib import Path
 
@@ -28,7 +27,7 @@ import msgspec
 from engine import Engine, Record
 from gateway._config import HistorySettings
 from gateway._history import History
-from gateway._journal import fsync_directory
+from gateway._journal import write_atomically
 from gateway._streams import Numbered, StreamState, decode_export
 
 log = logging.getLogger("trade_engine.journal")
@@ -47,14 +46,7 @@ def streams_path(directory: Path, seq: int) -> Path:
 
 def write_streams(directory: Path, data: bytes, seq: int) -> None:
     """Atomically write the stream state at ``seq`` (before the engine snapshot)."""
-    final = streams_path(directory, seq)
-    temporary = final.with_suffix(".tmp")
-    with temporary.open("wb") as file:
-        file.write(data)
-        file.flush()
-        os.fsync(file.fileno())
-    os.replace(temporary, final)
-    fsync_directory(directory)
+    write_atomically(streams_path(directory, seq), data)
 
 
 def drop_older_streams(directory: Path, seq: int) -> None:
@@ -65,12 +57,7 @@ def drop_older_streams(directory: Path, seq: int) -> None:
 
 
 def _write_epoch(directory: Path, epoch: str) -> None:
-    temporary = directory / (EPOCH_FILE + ".tmp")
-    temporary.write_text(epoch + "\n")
-    with temporary.open("rb") as file:
-        os.fsync(file.fileno())
-    os.replace(temporary, directory / EPOCH_FILE)
-    fsync_directory(directory)
+    write_atomically(directory / EPOCH_FILE, f"{epoch}\n".encode())
 
 
 class StreamRecovery:

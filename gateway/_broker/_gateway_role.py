@@ -60,7 +60,7 @@ from gateway._broker._codec import (
 )
 from gateway._broker._redis import BLOCK_MS, Client, reconnecting
 from gateway._codes import Code
-from gateway._runtime import Busy, Done, Unavailable
+from gateway._runtime import Busy, Done, Unavailable, submit_and_wait
 from gateway._stats import Stats
 from gateway._streams import StreamState
 
@@ -181,21 +181,7 @@ class ReplicaRuntime:
 
     async def submit(self, command: Command) -> list[Event]:
         """As ``EngineRuntime.submit``."""
-        finished = trio.Event()
-        outcome: list[Event] = []
-        failure: list[Exception] = []
-
-        def done(events: list[Event], error: Exception | None) -> None:
-            outcome.extend(events)
-            if error is not None:
-                failure.append(error)
-            finished.set()
-
-        self.submit_nowait(command, done)
-        await finished.wait()
-        if failure:
-            raise failure[0]
-        return outcome
+        return await submit_and_wait(self.submit_nowait, command)
 
     # -------------------------------------------------------------- tasks
 
