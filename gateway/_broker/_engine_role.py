@@ -45,7 +45,6 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from functools import partial
 from pathlib import Path
 from typing import Protocol
 
@@ -69,7 +68,7 @@ from gateway._broker._codec import (
     text,
 )
 from gateway._broker._journal_tail import records_after
-from gateway._broker._redis import BLOCK_MS, REDIS_DOWN, Client, open_client, reconnecting
+from gateway._broker._redis import BLOCK_MS, REDIS_DOWN, Client, RedisTasks, open_client
 
 log = logging.getLogger("trade_engine.broker")
 
@@ -145,7 +144,7 @@ class EngineBroker:
         self._dropped = False  # a batch overflowed the channel: read the journal
         self._send, self._receive = trio.open_memory_channel[list[Record]](_CHANNEL_BATCHES)
         self._room = trio.Event()  # intake may go on
-        self._errors: dict[str, str] = {}  # task -> why Redis is unreachable for it
+        self._tasks = RedisTasks(address, "engine")
         self.identity = f"{os.getpid()}@{os.uname().nodename}"
 
     # ------------------------------------------------ engine task side (sync)
@@ -173,29 +172,15 @@ class EngineBroker:
     @property
     def problem(self) -> str | None:
         """Why the engine cannot serve gateways now, or None."""
-        if self._errors:
-            return "Redis unreachable: " + "; ".join(
-                f"{task}: {error}" for task, error in sorted(self._errors.items()))
-        return None
-
-    def _down(self, task: str) -> Callable[[BaseException], None]:
-        def note(error: BaseException) -> None:
-            self._errors[task] = str(error) or type(error).__name__
-        return note
-
-    def _up(self, task: str) -> None:
-        self._errors.pop(task, None)
+        return self._tasks.problem
 
     # ------------------------------------------------------------- tasks
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Intake, publisher and liveness, each reconnecting on its own, until cancelled."""
         async with trio.open_nursery() as nursery:
-            for name, body in (("intake", self._intake), ("publisher", self._publish),
-                               ("liveness", self._liveness)):
-                nursery.start_soon(partial(
-                    reconnecting, self._address, body, name=f"engine {name}",
-                    on_down=self._down(name), on_up=partial(self._up, name), max_connections=2))
+            self._tasks.start(nursery, (("intake", self._intake), ("publisher", self._publish),
+                                        ("liveness", self._liveness)))
             task_status.started()
 
     async def _intake(self, client: Client) -> None:
@@ -380,7 +365,7 @@ class EngineBroker:
         key, ttl = self._keys.engine, self._ttl_ms
         try:
             while True:
-                if self._runtime.failure is None and "intake" not in self._errors:
+                if self._runtime.failure is None and not self._tasks.is_down("intake"):
                     await client.set(key, self.identity.encode(), px=ttl)
                 else:
                     await client.delete([key])

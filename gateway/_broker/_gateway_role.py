@@ -36,8 +36,6 @@ import logging
 import os
 import time
 from collections import deque
-from collections.abc import Callable
-from functools import partial
 from typing import Protocol
 
 import trio
@@ -58,7 +56,7 @@ from gateway._broker._codec import (
     origin_tag,
     text,
 )
-from gateway._broker._redis import BLOCK_MS, Client, reconnecting
+from gateway._broker._redis import BLOCK_MS, Client, RedisTasks, reconnecting
 from gateway._codes import Code
 from gateway._runtime import Busy, Done, Unavailable, submit_and_wait
 from gateway._stats import Stats
@@ -120,7 +118,6 @@ class ReplicaRuntime:
         liveness_poll: float = 0.5,
         stats: Stats | None = None,
     ) -> None:
-        self._address = address
         self._keys = keys
         self._applier = applier
         self.engine = applier.engine
@@ -134,7 +131,7 @@ class ReplicaRuntime:
         self._send, self._receive = trio.open_memory_channel[tuple[str, dict[str, bytes]]](
             max_waiting)
         self._engine_alive = False
-        self._errors: dict[str, str] = {}  # task -> why Redis is unreachable for it
+        self._tasks = RedisTasks(address, "gateway")
         self.lost: ReplicaLost | None = None
         self._stats = stats
         self._lags: deque[int] = deque(maxlen=_LAG_SAMPLES)  # ns, engine XADD -> applied
@@ -150,9 +147,9 @@ class ReplicaRuntime:
     @property
     def failure(self) -> EngineUnavailable | None:
         """Why order entry is refused now (None: it is open); ``/healthz`` shows it."""
-        if self._errors:
-            return EngineUnavailable("Redis unreachable: " + "; ".join(
-                f"{task}: {error}" for task, error in sorted(self._errors.items())))
+        problem = self._tasks.problem
+        if problem is not None:
+            return EngineUnavailable(problem)
         if not self._engine_alive:
             return EngineUnavailable(
                 "the engine is unreachable (its liveness key in Redis is missing); "
@@ -188,24 +185,13 @@ class ReplicaRuntime:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Follower, sender, liveness watch and reply deadlines, until cancelled."""
         async with trio.open_nursery() as nursery:
-            for name, body in (("follower", self._follow), ("sender", self._sender),
-                               ("liveness", self._watch_engine)):
-                nursery.start_soon(partial(
-                    reconnecting, self._address, body, name=f"gateway {name}",
-                    on_down=self._down(name), on_up=partial(self._up, name), max_connections=2))
+            self._tasks.start(nursery, (("follower", self._follow), ("sender", self._sender),
+                                        ("liveness", self._watch_engine)))
             nursery.start_soon(self._expire)
             # Ready only once the replica has applied what the engine had published when
             # this gateway started: before that, its REST reads and seqs would be stale.
             await self._caught_up.wait()
             task_status.started()
-
-    def _down(self, task: str) -> Callable[[BaseException], None]:
-        def note(error: BaseException) -> None:
-            self._errors[task] = str(error) or type(error).__name__
-        return note
-
-    def _up(self, task: str) -> None:
-        self._errors.pop(task, None)
 
     async def _follow(self, client: Client) -> None:
         stream = self._keys.events

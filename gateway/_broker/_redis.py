@@ -26,7 +26,8 @@ the measurements behind them):
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
+from functools import partial
 from typing import Any
 
 import coredis
@@ -123,6 +124,47 @@ async def reconnecting(
                     name, address, failure, delay)
         on_down(failure)
         await trio.sleep(delay)
+
+
+class RedisTasks:
+    """Tasks that each run on their own reconnecting client, and which of them are down.
+
+    Both roles run a few such tasks; their health is the same question: which
+    task cannot reach Redis now, and why.
+    """
+
+    def __init__(self, address: BrokerAddress, role: str) -> None:
+        self._address = address
+        self._role = role
+        self._errors: dict[str, str] = {}  # task -> why Redis is unreachable for it
+
+    @property
+    def problem(self) -> str | None:
+        """``Redis unreachable: task: why; ...``, or None while every task is connected."""
+        if not self._errors:
+            return None
+        return "Redis unreachable: " + "; ".join(
+            f"{task}: {error}" for task, error in sorted(self._errors.items()))
+
+    def is_down(self, task: str) -> bool:
+        return task in self._errors
+
+    def start(
+        self, nursery: trio.Nursery,
+        tasks: Iterable[tuple[str, Callable[[Client], Awaitable[None]]]],
+    ) -> None:
+        """Start each ``(name, body)`` under :func:`reconnecting` in ``nursery``."""
+        for name, body in tasks:
+            nursery.start_soon(partial(
+                reconnecting, self._address, body, name=f"{self._role} {name}",
+                on_down=partial(self._down, name), on_up=partial(self._up, name),
+                max_connections=2))
+
+    def _down(self, task: str, error: BaseException) -> None:
+        self._errors[task] = str(error) or type(error).__name__
+
+    def _up(self, task: str) -> None:
+        self._errors.pop(task, None)
 
 
 def _leaf(exc: BaseException) -> BaseException:
