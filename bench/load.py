@@ -56,6 +56,7 @@ from bench.servers import (
     processes_cpu,
     raise_nofile,
     rss_kib,
+    spawn_worker,
 )
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -157,13 +158,9 @@ def run_once(args: argparse.Namespace, kind: str, *, clients: int, rate: float,
                               path=args.path, subscribe=subscribe, per_source=args.per_source,
                               stalled=stalled.intersection(ids), max_inflight=args.inflight,
                               hard_deadline=hard_deadline)
-            parent, child = _MP.Pipe()
-            proc = _MP.Process(target=worker_main, args=(spec, counters, child),
-                               name=f"loadgen-{index}", daemon=True)
-            proc.start()
-            child.close()
-            workers.append(proc)
-            pipes.append(parent)
+            process, pipe = spawn_worker(worker_main, spec, counters, f"loadgen-{index}")
+            workers.append(process)
+            pipes.append(pipe)
 
         def total(slot: int) -> int:
             return sum(counters[i * ROW + slot] for i in range(args.workers))

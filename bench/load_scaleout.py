@@ -56,7 +56,7 @@ from bench.load import _MP, RESULTS, SUBSCRIBE, _figures, git_revision, log
 from bench.loadgen import FAILED, ROW, SUBSCRIBED, WorkerSpec, worker_main
 from bench.orderflow import OrderFlow
 from bench.redis_server import RedisServer, free_port
-from bench.servers import ServerProcess, cpu_seconds, our_config, raise_nofile
+from bench.servers import ServerProcess, cpu_seconds, our_config, raise_nofile, spawn_worker
 from engine import PlaceOrder, Side
 from gateway._broker._codec import encode_command, parse_broker_url
 from gateway._broker._redis import open_client
@@ -145,13 +145,9 @@ def run_config(args: argparse.Namespace, gateways: int) -> dict[str, Any]:
                               port=fronts[index % len(fronts)].ws_port, path="/ws",
                               subscribe=SUBSCRIBE, per_source=5000,
                               hard_deadline=hard_deadline)
-            parent, child = _MP.Pipe()
-            proc = _MP.Process(target=worker_main, args=(spec, counters, child),
-                               name=f"loadgen-{index}", daemon=True)
-            proc.start()
-            child.close()
-            workers.append(proc)
-            pipes.append(parent)
+            process, pipe = spawn_worker(worker_main, spec, counters, f"loadgen-{index}")
+            workers.append(process)
+            pipes.append(pipe)
 
         def total(slot: int) -> int:
             return sum(counters[i * ROW + slot] for i in range(count))

@@ -72,6 +72,7 @@ from bench.servers import (
     cpu_seconds,
     processes_cpu,
     raise_nofile,
+    spawn_worker,
 )
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -198,13 +199,9 @@ def run_once(args: argparse.Namespace, system: str, connections: int, round_inde
                 handshakes=[handshakes[i] for i in ids] if handshakes else [],
                 success_status=200 if system == "matching_engine" else 201,
                 pipeline=args.pipeline if kind == "ws" else 1, hard_deadline=hard_deadline)
-            parent, child = _MP.Pipe()
-            proc = _MP.Process(target=worker_main, args=(spec, counters, child),
-                               name=f"order-load-{index}", daemon=True)
-            proc.start()
-            child.close()
-            workers.append(proc)
-            pipes.append(parent)
+            process, pipe = spawn_worker(worker_main, spec, counters, f"order-load-{index}")
+            workers.append(process)
+            pipes.append(pipe)
 
         def total(slot: int) -> int:
             return sum(counters[i * ROW + slot] for i in range(nworkers))

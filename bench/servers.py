@@ -21,6 +21,7 @@ Rules of this module:
 from __future__ import annotations
 
 import contextlib
+import multiprocessing
 import os
 import re
 import resource
@@ -30,6 +31,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +62,18 @@ def cpu_split(pid: int) -> tuple[float, float]:
     """(user, system) CPU seconds of a process."""
     fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
     return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK
+
+
+def spawn_worker(
+    target: Callable[[Any, Any, Connection], None], spec: Any, counters: Any, name: str
+) -> tuple[BaseProcess, Connection]:
+    """Fork a load worker ``target(spec, counters, pipe)``; the process and our end of its pipe."""
+    fork = multiprocessing.get_context("fork")
+    parent, child = fork.Pipe()
+    process = fork.Process(target=target, args=(spec, counters, child), name=name, daemon=True)
+    process.start()
+    child.close()
+    return process, parent
 
 
 def processes_cpu(processes: list[Any]) -> tuple[float, float, list[float]]:
